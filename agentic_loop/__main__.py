@@ -1,0 +1,3 @@
+from agentic_loop.cli import main
+
+main()

@@ -1,0 +1,360 @@
+"""The `agentic-loop` command: run, resume, list and show stored runs, draw the graph.
+
+Heavy libraries (LangGraph, LangChain, the model clients) load inside the commands,
+so `agentic-loop --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV
+from agentic_loop.settings import MAX_STEPS_ENV
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from agentic_loop.state import AgenticResult
+    from agentic_loop.storage import StoredRun
+
+app = typer.Typer(
+    help="A plan-and-execute agent loop on LangGraph: plan a task, run its steps, resume after a crash.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help=f"ollama:NAME. Default: ${MODEL_ENV}, else {DEFAULT_MODEL}."),
+]
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="SQLite file of stored runs. Default: $AGENTIC_LOOP_DB, else ~/.local/share/agentic-loop/runs.sqlite."),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout; progress goes to stderr.")
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for each model reply.")
+]
+
+
+class GraphFormat(str, Enum):
+    mermaid = "mermaid"
+    ascii = "ascii"
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What to do, in plain words.")],
+    model: ModelOption = None,
+    max_steps: Annotated[
+        int,
+        typer.Option("--max-steps", help=f"Most steps to run; 0 means ${MAX_STEPS_ENV}, else 10."),
+    ] = 0,
+    thread: Annotated[
+        str | None, typer.Option("--thread", help="Thread id to store the run under (default: a new one).")
+    ] = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Plan TASK into steps, run them with live progress, and print the summary."""
+    if not task.strip():
+        _fail("the task is empty; say what to do, e.g. agentic-loop run \"Plan a weekend trip\"")
+    if max_steps < 0:
+        _fail(f"--max-steps must be 0 (the default) or more, got {max_steps}")
+    thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
+    _drive(thread_id, {"task": task, "max_steps": max_steps}, model, db, json_out, timeout)
+
+
+@app.command()
+def resume(
+    thread_id: Annotated[str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")],
+    model: ModelOption = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Carry on a stopped run from its last finished step."""
+    _drive(thread_id, None, model, db, json_out, timeout)
+
+
+@app.command()
+def runs(db: DbOption = None) -> None:
+    """List stored runs, most recent first."""
+    from rich.table import Table
+
+    from agentic_loop.storage import list_runs
+
+    stored = _with_store(db, list_runs)
+    if not stored:
+        Console().print(f"No stored runs in {_db_path(db)}.")
+        return
+    table = Table("thread", "task", "status", "steps", "updated")
+    for item in stored:
+        table.add_row(
+            item.thread_id,
+            _clip(item.task, 60),
+            item.status,
+            f"{len(item.steps)}/{len(item.plan)}",
+            item.updated_at[:19].replace("T", " "),
+        )
+    Console().print(table)
+
+
+@app.command()
+def show(
+    thread_id: Annotated[str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")],
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Print one stored run: its task, status, steps and results."""
+    from agentic_loop.storage import load_run
+
+    stored = _with_store(db, lambda saver: load_run(saver, thread_id))
+    if stored is None:
+        _unknown_thread(thread_id, db)
+    if json_out:
+        payload = stored.result.model_dump() if stored.result else {
+            "thread_id": stored.thread_id,
+            "task": stored.task,
+            "status": stored.status,
+            "plan": stored.plan,
+            "steps": [step.model_dump() for step in stored.steps],
+        }
+        typer.echo(_to_json(payload))
+        return
+    _print_run(Console(), stored)
+
+
+@app.command()
+def graph(
+    format: Annotated[GraphFormat, typer.Option("--format", help="mermaid or ascii.")] = GraphFormat.mermaid,
+) -> None:
+    """Print the graph's shape."""
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.runnables.graph import Graph
+
+    from agentic_loop.graph import create_agentic_loop
+
+    # Drawing never calls the model, so any runnable stands in for it.
+    drawing = create_agentic_loop(RunnableLambda(lambda messages: messages)).get_graph()
+    if format is GraphFormat.mermaid:
+        typer.echo(drawing.draw_mermaid())
+        return
+    # The ASCII layout cannot draw an edge from a node to itself: list those below it.
+    loops = [edge for edge in drawing.edges if edge.source == edge.target]
+    others = [edge for edge in drawing.edges if edge.source != edge.target]
+    typer.echo(Graph(nodes=dict(drawing.nodes), edges=others).draw_ascii())
+    for edge in loops:
+        typer.echo(f"{edge.source} also loops back to itself")
+
+
+def main() -> None:
+    app()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _db_path(db: Path | None) -> Path:
+    from agentic_loop.storage import default_db_path
+
+    return db.expanduser() if db else default_db_path()
+
+
+def _with_store(db: Path | None, action: Any) -> Any:
+    """Open the store, run `action(saver)`, and turn store errors into one line."""
+    from agentic_loop.storage import StoreError, open_store
+
+    async def go() -> Any:
+        async with open_store(_db_path(db)) as saver:
+            return await action(saver)
+
+    try:
+        return asyncio.run(go())
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def _unknown_thread(thread_id: str, db: Path | None) -> NoReturn:
+    _fail(f"no run with thread id {thread_id!r} in {_db_path(db)}; `agentic-loop runs` lists them")
+
+
+def _drive(
+    thread_id: str,
+    graph_input: dict[str, Any] | None,
+    model_spec: str | None,
+    db: Path | None,
+    json_out: bool,
+    timeout: float,
+) -> None:
+    """Start (`graph_input` given) or resume a run, show its progress, and exit with its status."""
+    from agentic_loop.storage import StoreError, load_run, open_store
+
+    db_path = _db_path(db)
+    display = TerminalProgress(Console(stderr=json_out))
+    outcome: dict[str, Any] = {}
+
+    async def go() -> None:
+        async with open_store(db_path) as saver:
+            stored = await load_run(saver, thread_id)
+            if graph_input is not None and stored is not None:
+                _fail(f"thread {thread_id!r} already holds a run; resume it with `agentic-loop resume {thread_id}` or pick another --thread")
+            if graph_input is None:
+                if stored is None:
+                    _unknown_thread(thread_id, db)
+                if stored.finished:
+                    outcome["finished"] = stored
+                    return
+            spec = model_spec or (stored.model if stored else None)
+            outcome["result"] = await _stream(saver, thread_id, graph_input, spec, timeout, display)
+
+    try:
+        asyncio.run(go())
+    except StoreError as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # a bad model spec or setting
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        display.stop()
+        db_flag = f" --db {db_path}" if db else ""
+        Console(stderr=True).print(
+            f"\nStopped. Finished steps are stored; carry on with: agentic-loop resume {thread_id}{db_flag}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        display.stop()
+
+    if "finished" in outcome:
+        stored = outcome["finished"]
+        Console(stderr=json_out).print(
+            f"Run {thread_id} already finished ({stored.status}); nothing to resume.", highlight=False
+        )
+        result = stored.result
+    else:
+        result = outcome["result"]
+    _report(result, json_out)
+
+
+async def _stream(
+    saver: Any,
+    thread_id: str,
+    graph_input: dict[str, Any] | None,
+    model_spec: str | None,
+    timeout: float,
+    display: TerminalProgress,
+) -> AgenticResult:
+    from agentic_loop.events import ProgressRelay
+    from agentic_loop.graph import create_agentic_loop
+    from agentic_loop.models import load_model, model_spec_from_env
+    from agentic_loop.runner import stream_run
+
+    spec = model_spec or model_spec_from_env()
+    graph = create_agentic_loop(load_model(spec, timeout_s=timeout), checkpointer=saver)
+    display.console.print(f"[dim]model {spec} · thread {thread_id}[/]", highlight=False)
+    config: Any = {"configurable": {"thread_id": thread_id}, "metadata": {"model": spec}}
+    return await stream_run(graph, graph_input, config, ProgressRelay(broadcaster=display))
+
+
+def _report(result: AgenticResult, json_out: bool) -> None:
+    if json_out:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        style = {"completed": "green", "partial": "yellow", "failed": "red"}[result.status]
+        Console().print(f"[bold {style}]{result.status}[/] {result.summary}", highlight=False)
+    failures = [step for step in result.steps if step.status == "failed"]
+    if result.status == "failed" and failures:
+        _fail(f"step {failures[-1].step_num} {failures[-1].result}", code=1)
+    if result.status != "completed":
+        raise typer.Exit(1)
+
+
+def _print_run(console: Console, stored: StoredRun) -> None:
+    console.print(f"[bold]{stored.task}[/]", highlight=False)
+    console.print(f"thread {stored.thread_id} · {stored.status} · updated {stored.updated_at[:19]}", highlight=False)
+    if stored.result:
+        console.print(stored.result.summary, highlight=False)
+    done = {step.step_num: step for step in stored.steps}
+    for number, description in enumerate(stored.plan, 1):
+        step = done.get(number)
+        if step is None:
+            console.print(f"\n[dim]{number}. {description} — pending[/]", highlight=False)
+            continue
+        console.print(f"\n[bold]{number}. {description}[/] — {step.status}, {step.duration_ms} ms", highlight=False)
+        console.print(step.result, highlight=False, markup=False)
+
+
+class TerminalProgress:
+    """Shows progress events as lines and a progress bar (a broadcaster for `ProgressRelay`)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    async def broadcast(self, event: str, data: dict[str, Any]) -> None:
+        from agentic_loop import events
+
+        print_line = self._bar.console.print if self._bar else self.console.print
+        if event == events.PLAN_READY:
+            print_line(f"[bold]Plan[/] ({data['total']} steps)", highlight=False)
+            for number, step in enumerate(data["steps"], 1):
+                print_line(f"  {number}. {step}", highlight=False, markup=False)
+            self._start_bar(data["total"])
+        elif event == events.PLAN_FAILED:
+            print_line(f"[red]✗[/] {data['error']}", highlight=False)
+        elif event == events.STEP_STARTED:
+            print_line(f"[cyan]→[/] step {data['step']}/{data['total']}: {data['description']}", highlight=False, markup=False)
+            self._start_bar(data["total"], completed=data["step"] - 1)
+        elif event in (events.STEP_COMPLETE, events.STEP_ADAPTED, events.STEP_FAILED):
+            mark = {events.STEP_COMPLETE: "[green]✓[/]", events.STEP_ADAPTED: "[yellow]↻ adapted[/]", events.STEP_FAILED: "[red]✗ failed[/]"}[event]
+            detail = data.get("result") or data.get("adaptation") or data.get("error") or ""
+            print_line(f"{mark} step {data['step']}: {_clip(detail, 100)}", highlight=False)
+            if self._bar is not None and self._task is not None:
+                self._bar.update(self._task, completed=data["step"])
+        elif event == events.TASK_COMPLETE:
+            self.stop()
+
+    def _start_bar(self, total: int, completed: int = 0) -> None:
+        if self._bar is not None:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._bar = Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+        self._task = self._bar.add_task("steps", total=total, completed=completed)
+        self._bar.start()
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _to_json(payload: Any) -> str:
+    import json
+
+    return json.dumps(payload, indent=2, ensure_ascii=False)

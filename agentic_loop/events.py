@@ -1,0 +1,75 @@
+"""Progress events: their names, and their delivery to callbacks and broadcasters.
+
+Nodes write each event to LangGraph's custom stream as `{"event": name, "data": payload}`.
+`ProgressRelay` passes those on to an `on_progress` callback and a broadcaster; a hook
+that raises is logged and never changes the run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypedDict
+
+logger = logging.getLogger(__name__)
+
+PLAN_READY = "agentic.plan_ready"
+PLAN_FAILED = "agentic.plan_failed"
+STEP_STARTED = "agentic.step_started"
+STEP_COMPLETE = "agentic.step_complete"
+STEP_ADAPTED = "agentic.step_adapted"
+STEP_FAILED = "agentic.step_failed"
+TASK_COMPLETE = "agentic.task_complete"
+
+PREVIEW_CHARS = 200
+"""Results in event payloads are cut to this many characters (summaries to 300)."""
+
+
+class ProgressEvent(TypedDict):
+    """One item of the graph's custom stream."""
+
+    event: str
+    data: dict[str, Any]
+
+
+class Broadcaster(Protocol):
+    async def broadcast(self, event: str, data: dict[str, Any]) -> Any: ...
+
+
+OnProgress = Callable[[str, int, int], Awaitable[Any] | Any]
+"""`on_progress(description, step_num, total_steps)`, sync or async, called as each step ends."""
+
+
+def is_progress_event(item: object) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("event"), str) and "data" in item
+
+
+class ProgressRelay:
+    """Delivers stream events to an optional callback and an optional broadcaster."""
+
+    def __init__(
+        self, on_progress: OnProgress | None = None, broadcaster: Broadcaster | None = None
+    ) -> None:
+        self.on_progress = on_progress
+        self.broadcaster = broadcaster
+
+    async def deliver(self, event: ProgressEvent) -> None:
+        name, data = event["event"], event["data"]
+        if self.broadcaster is not None:
+            await _guarded(f"broadcast of {name}", self.broadcaster.broadcast, name, data)
+        if self.on_progress is not None and name in _STEP_LABELS:
+            label = _STEP_LABELS[name] + data["description"]
+            await _guarded(f"on_progress for {name}", self.on_progress, label, data["step"], data["total"])
+
+
+_STEP_LABELS = {STEP_COMPLETE: "", STEP_ADAPTED: "[Adapted] ", STEP_FAILED: "[Failed] "}
+
+
+async def _guarded(what: str, hook: Callable[..., Any], *args: Any) -> None:
+    try:
+        outcome = hook(*args)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:
+        logger.warning("Agentic loop: %s raised; the run goes on", what, exc_info=True)

@@ -1,0 +1,69 @@
+"""How the nodes connect: plan, then execute step by step, adapting failures, then summarise."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from langchain_core.runnables import Runnable
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+
+from agentic_loop.nodes import adapt, execute, plan, summarise
+from agentic_loop.routes import route_after_adapt, route_after_execute, route_after_plan
+from agentic_loop.settings import Settings, default_max_steps
+from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState
+
+
+def build_graph(
+    model: Runnable,
+    *,
+    max_steps: int = 0,
+    recent_results: int = 2,
+    result_chars: int = 200,
+) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
+    """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
+    add to a bigger graph. `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10."""
+    settings = Settings(
+        model=model,
+        max_steps=max_steps or default_max_steps(),
+        recent_results=recent_results,
+        result_chars=result_chars,
+    )
+    builder = StateGraph(AgenticState, input_schema=AgenticInput, output_schema=AgenticOutput)
+    builder.add_node("plan", partial(plan, settings=settings))
+    builder.add_node("execute", partial(execute, settings=settings))
+    builder.add_node("adapt", partial(adapt, settings=settings))
+    builder.add_node("summarise", summarise)
+    builder.add_edge(START, "plan")
+    builder.add_conditional_edges("plan", route_after_plan)
+    builder.add_conditional_edges("execute", route_after_execute)
+    builder.add_conditional_edges("adapt", route_after_adapt)
+    builder.add_edge("summarise", END)
+    return builder
+
+
+def create_agentic_loop(
+    model: Runnable,
+    *,
+    checkpointer: BaseCheckpointSaver | None = None,
+    store: BaseStore | None = None,
+    name: str = "agentic_loop",
+    **settings: Any,
+) -> CompiledStateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
+    """`build_graph(model, **settings)` compiled. Stream with `durability="sync"` for
+    every node's writes to be stored before the next node starts."""
+    return build_graph(model, **settings).compile(checkpointer=checkpointer, store=store, name=name)
+
+
+def __getattr__(name: str) -> Any:
+    # `graph` for langgraph.json, built on first use so importing this module stays cheap.
+    if name == "graph":
+        from agentic_loop.models import load_model, model_spec_from_env
+
+        compiled = create_agentic_loop(load_model(model_spec_from_env()))
+        globals()["graph"] = compiled
+        return compiled
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,51 @@
+"""`adapt`: ask the model for another way to do a step whose call failed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agentic_loop import events, prompts
+from agentic_loop.models import describe_error
+from agentic_loop.parsing import clean_reply
+from agentic_loop.settings import Settings
+from agentic_loop.state import AgenticState, AgenticStep, StepFailure
+
+
+async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    failure: StepFailure | None = state.get("failure")
+    if failure is None:
+        raise ValueError("adapt needs a failed step in the state's `failure` field")
+    description = state["plan"][failure.step_num - 1]
+    where = {"task_id": state["task_id"], "step": failure.step_num, "total": len(state["plan"])}
+    messages = prompts.adapt_messages(state["task"], failure.step_num, description, failure.error)
+    try:
+        reply = await settings.model.ainvoke(messages)
+    except Exception as exc:  # the step is recorded as failed and the run goes on
+        result = f"Failed: {failure.error}; adaptation also failed: {describe_error(exc, settings.model)}"
+        status, event = "failed", {
+            "event": events.STEP_FAILED,
+            "data": {**where, "description": description, "error": result},
+        }
+    else:
+        result = clean_reply(reply.text)
+        status, event = "adapted", {
+            "event": events.STEP_ADAPTED,
+            "data": {
+                **where,
+                "description": description,
+                "error": failure.error,
+                "adaptation": result[: events.PREVIEW_CHARS],
+            },
+        }
+    step = AgenticStep(
+        step_num=failure.step_num,
+        description=description,
+        result=result,
+        status=status,
+        duration_ms=max(0, int((time.time() - failure.started_at) * 1000)),
+    )
+    runtime.stream_writer(event)
+    return {"steps": [step], "failure": None}

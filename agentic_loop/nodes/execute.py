@@ -1,0 +1,67 @@
+"""`execute`: run the next step of the plan, with recent results fed forward."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agentic_loop import events, prompts
+from agentic_loop.models import describe_error
+from agentic_loop.parsing import clean_reply
+from agentic_loop.settings import Settings
+from agentic_loop.state import AgenticState, AgenticStep, StepFailure
+
+
+def recent_results(steps: list[AgenticStep], settings: Settings) -> list[str]:
+    """The last few results, each cut short, so a step's prompt stays the same size."""
+    if settings.recent_results == 0:
+        return []
+    lines = []
+    for step in steps[-settings.recent_results :]:
+        if step.status == "failed":
+            lines.append(f"Step {step.step_num}: FAILED")
+        else:
+            label = " (adapted)" if step.status == "adapted" else ""
+            lines.append(f"Step {step.step_num}{label}: {step.result[: settings.result_chars]}")
+    return lines
+
+
+async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    done = state.get("steps", [])
+    plan = state["plan"]
+    step_num, total = len(done) + 1, len(plan)
+    description = plan[step_num - 1]
+    where = {"task_id": state["task_id"], "step": step_num, "total": total}
+    runtime.stream_writer(
+        {"event": events.STEP_STARTED, "data": {**where, "description": description}}
+    )
+    started_at = time.time()
+    messages = prompts.step_messages(
+        state["task"], step_num, total, description, recent_results(done, settings)
+    )
+    try:
+        reply = await settings.model.ainvoke(messages)
+    except Exception as exc:  # any failure of the call goes to `adapt`
+        error = describe_error(exc, settings.model)
+        return {"failure": StepFailure(step_num=step_num, error=error, started_at=started_at)}
+    result = clean_reply(reply.text)
+    step = AgenticStep(
+        step_num=step_num,
+        description=description,
+        result=result,
+        status="completed",
+        duration_ms=int((time.time() - started_at) * 1000),
+    )
+    runtime.stream_writer(
+        {
+            "event": events.STEP_COMPLETE,
+            "data": {
+                **where,
+                "description": description,
+                "result": result[: events.PREVIEW_CHARS],
+            },
+        }
+    )
+    return {"steps": [step]}

@@ -1,0 +1,66 @@
+"""`plan`: ask the model for numbered steps and keep at most max_steps of them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from agentic_loop import events, prompts
+from agentic_loop.models import describe_error
+from agentic_loop.parsing import parse_plan
+from agentic_loop.settings import Settings
+from agentic_loop.state import AgenticState
+
+
+async def plan(
+    state: AgenticState, config: RunnableConfig, runtime: Runtime, *, settings: Settings
+) -> dict[str, Any]:
+    task = state["task"]
+    if not isinstance(task, str) or not task.strip():
+        raise ValueError(f"task must be non-empty text, got {task!r}")
+    max_steps = state.get("max_steps") or 0
+    if max_steps <= 0:
+        max_steps = settings.max_steps
+    task_id = uuid.uuid4().hex[:8]
+    started = time.perf_counter()
+    try:
+        reply = await settings.model.ainvoke(prompts.plan_messages(task, max_steps))
+        steps = parse_plan(reply.text)
+        error = None if steps else "Planning produced no steps."
+    except Exception as exc:  # any model or transport failure ends planning
+        steps, error = [], f"Planning failed: {describe_error(exc, settings.model)}"
+    duration_ms = int((time.perf_counter() - started) * 1000)
+
+    if error:
+        runtime.stream_writer(
+            {"event": events.PLAN_FAILED, "data": {"task_id": task_id, "task": task, "error": error}}
+        )
+    else:
+        runtime.stream_writer(
+            {
+                "event": events.PLAN_READY,
+                "data": {
+                    "task_id": task_id,
+                    "task": task,
+                    "steps": steps[:max_steps],
+                    "total": min(len(steps), max_steps),
+                },
+            }
+        )
+    return {
+        "task_id": task_id,
+        "thread_id": config.get("configurable", {}).get("thread_id"),
+        "max_steps": max_steps,
+        "plan": steps[:max_steps],
+        "planned_count": len(steps),
+        "plan_error": error,
+        "plan_duration_ms": duration_ms,
+        # A thread reused for a new task starts from an empty record.
+        "steps": Overwrite([]),
+        "failure": None,
+    }

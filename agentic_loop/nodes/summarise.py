@@ -1,0 +1,66 @@
+"""`summarise`: the run's status and summary, from what the steps did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agentic_loop import events
+from agentic_loop.state import AgenticResult, AgenticState, AgenticStep, RunStatus
+
+
+def run_status(steps: list[AgenticStep], total: int, planned: int, plan_error: str | None) -> RunStatus:
+    """`failed` when nothing could be done, `partial` when some of it was, else `completed`."""
+    if plan_error or not total or (steps and all(s.status == "failed" for s in steps)):
+        return "failed"
+    if planned > total or len(steps) < total or any(s.status == "failed" for s in steps):
+        return "partial"
+    return "completed"
+
+
+def summary_text(
+    task: str, steps: list[AgenticStep], total: int, planned: int, max_steps: int
+) -> str:
+    """`"<task>: Completed X/Y steps, N adapted, M failed."`, then what was cut or not run."""
+    counts = {status: sum(s.status == status for s in steps) for status in ("completed", "adapted", "failed")}
+    parts = [f"Completed {counts['completed']}/{total} steps"]
+    parts += [f"{counts[s]} {s}" for s in ("adapted", "failed") if counts[s]]
+    text = f"{task}: {', '.join(parts)}."
+    if planned > total:
+        text += f" The plan had {planned} steps; only the first {total} ran (max_steps={max_steps})."
+    elif len(steps) < total:
+        text += f" Only {len(steps)} of the {total} planned steps ran."
+    return text
+
+
+async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
+    steps = state.get("steps", [])
+    total = len(state.get("plan", []))
+    planned = state.get("planned_count", 0)
+    plan_error = state.get("plan_error")
+    status = run_status(steps, total, planned, plan_error)
+    summary = plan_error or summary_text(state["task"], steps, total, planned, state["max_steps"])
+    result = AgenticResult(
+        task_id=state["task_id"],
+        task=state["task"],
+        summary=summary,
+        steps=steps,
+        status=status,
+        total_duration_ms=state.get("plan_duration_ms", 0) + sum(s.duration_ms for s in steps),
+        thread_id=state.get("thread_id"),
+        planned_steps=planned,
+    )
+    runtime.stream_writer(
+        {
+            "event": events.TASK_COMPLETE,
+            "data": {
+                "task_id": result.task_id,
+                "status": status,
+                "steps_completed": len(steps),
+                "summary": summary[:300],
+                "duration_ms": result.total_duration_ms,
+            },
+        }
+    )
+    return {"result": result, "summary": summary, "status": status}

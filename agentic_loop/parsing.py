@@ -1,0 +1,125 @@
+"""Reading model replies: the plan's steps out of free text, and replies cleaned for storage."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# After bold markers are removed: "1. x", "1) x", "1: x", "Step 1: x", "Step 1 - x", "### 1. x".
+_NUMBERED = re.compile(
+    r"^(?P<indent>\s*)(?:[#>]+\s*)?(?:step\s+)?(?P<num>\d{1,3})\s*(?:[.):]|\s[-–])\s*(?P<text>.*)$",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"^(?P<indent>\s*)[-*•+]\s+(?P<text>.*)$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass
+class _Entry:
+    """A list item as read from one line."""
+
+    indent: int
+    number: int | None
+    text: str
+
+
+@dataclass
+class _Item:
+    text: str
+    details: list[str] = field(default_factory=list)
+
+    def is_heading(self) -> bool:
+        return not self.text.strip() or self.text.rstrip().endswith(":")
+
+    def render(self) -> str:
+        head = self.text.strip().rstrip(":").strip()
+        details = [d.strip() for d in self.details if d.strip()]
+        if not details:
+            return head
+        if not head:
+            return "; ".join(details)
+        return f"{head}: {'; '.join(details)}"
+
+
+def clean_reply(text: str) -> str:
+    """Drop reasoning blocks (`<think>...</think>`) and surrounding whitespace."""
+    return _THINK.sub("", text).strip()
+
+
+def parse_plan(text: str) -> list[str]:
+    """The steps of a plan in a model's reply, without its preamble or closing chatter.
+
+    Reads the first top-level numbered list, or a bulleted list when there is none.
+    Nested items, and lines between two items, fold into the item above them. The
+    list ends where its numbering restarts (a second list follows) or at unindented
+    prose after its last item, unless that prose is the item's own text (the item is
+    a heading, or earlier items had such text too). A reply with no list gives no steps.
+    """
+    lines = [
+        line.replace("**", "").rstrip()
+        for line in clean_reply(text).splitlines()
+        if not _FENCE.match(line)
+    ]
+    items = _read_list(lines, _numbered) or _read_list(lines, _bulleted)
+    return [step for step in (item.render() for item in items) if step]
+
+
+def _numbered(line: str) -> _Entry | None:
+    match = _NUMBERED.match(line)
+    return match and _Entry(_width(match["indent"]), int(match["num"]), match["text"])
+
+
+def _bulleted(line: str) -> _Entry | None:
+    match = _BULLET.match(line)
+    return match and _Entry(_width(match["indent"]), None, match["text"])
+
+
+def _width(whitespace: str) -> int:
+    return len(whitespace.expandtabs(4))
+
+
+def _read_list(lines: list[str], entry_of: Callable[[str], _Entry | None]) -> list[_Item]:
+    items: list[_Item] = []
+    top = 0
+    last_number = 0
+    after_blank = False
+    prose_details = False  # whether items carry their details on unindented lines
+
+    def continues_list(entry: _Entry | None) -> bool:
+        return (
+            entry is not None
+            and entry.indent <= top
+            and (entry.number is None or entry.number > last_number)
+        )
+
+    for index, line in enumerate(lines):
+        entry = entry_of(line)
+        if not items:
+            if entry:
+                top, last_number = entry.indent, entry.number or 0
+                items.append(_Item(entry.text))
+            continue
+        if entry and entry.indent <= top:
+            if not continues_list(entry):
+                break  # numbering restarts: a second list, not part of the plan
+            items.append(_Item(entry.text))
+            last_number = entry.number or 0
+            after_blank = False
+            continue
+        if not line.strip():
+            after_blank = True
+            continue
+        nested = _numbered(line) or _bulleted(line)
+        indented = _width(line[: len(line) - len(line.lstrip())]) > top
+        if indented or (nested and nested.number is None):
+            items[-1].details.append(nested.text if nested else line)
+        elif any(continues_list(entry_of(later)) for later in lines[index + 1 :]):
+            items[-1].details.append(line)  # prose between two items belongs to the first
+            prose_details = True
+        elif not after_blank and (prose_details or items[-1].is_heading()):
+            items[-1].details.append(line)  # the last item's own text, in the list's style
+        else:
+            break  # closing chatter after the last item
+    return items

@@ -1,0 +1,50 @@
+"""The messages sent to the model at each stage of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+SYSTEM = (
+    "You are a capable assistant carrying out a task one step at a time. "
+    "Answer plainly and concisely."
+)
+
+
+def plan_messages(task: str, max_steps: int) -> list[BaseMessage]:
+    return [
+        SystemMessage(SYSTEM),
+        HumanMessage(
+            f"Break this task into numbered steps (at most {max_steps}). "
+            "Return ONLY the numbered list, one step per line, nothing else.\n\n"
+            f"Task: {task}"
+        ),
+    ]
+
+
+def step_messages(
+    task: str, step_num: int, total: int, description: str, recent: Sequence[str]
+) -> list[BaseMessage]:
+    progress = "\n".join(recent) if recent else "(none yet)"
+    return [
+        SystemMessage(SYSTEM),
+        HumanMessage(
+            f"Task: {task}\n"
+            f"Step {step_num}/{total}: {description}\n"
+            f"Recent progress:\n{progress}\n\n"
+            "Carry out this step and report what you did."
+        ),
+    ]
+
+
+def adapt_messages(task: str, step_num: int, description: str, error: str) -> list[BaseMessage]:
+    return [
+        SystemMessage(SYSTEM),
+        HumanMessage(
+            f"Task: {task}\n"
+            f"Step {step_num} failed with error: {error}\n"
+            f"Original step was: {description}\n\n"
+            "Try an alternative approach for this step and report what you did."
+        ),
+    ]

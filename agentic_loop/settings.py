@@ -1,0 +1,49 @@
+"""Settings fixed when the graph is built: the model and the bounds on a run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaults
+    from langchain_core.runnables import Runnable
+
+DEFAULT_MAX_STEPS = 10
+MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
+
+
+def default_max_steps() -> int:
+    """`AGENTIC_LOOP_MAX_STEPS` if set, else 10."""
+    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_STEPS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_STEPS_ENV} must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    model: Runnable
+    """Any LangChain chat model (or runnable taking messages and returning a message)."""
+    max_steps: int = DEFAULT_MAX_STEPS
+    """Most steps a run carries out; a longer plan is cut and the run is `partial`."""
+    recent_results: int = 2
+    """How many earlier results each step's prompt carries forward."""
+    result_chars: int = 200
+    """How much of each earlier result each step's prompt carries forward."""
+
+    def __post_init__(self) -> None:
+        from langchain_core.runnables import Runnable
+
+        if not isinstance(self.model, Runnable):
+            raise ValueError(
+                f"model must be a LangChain chat model, got {type(self.model).__name__} "
+                f"{self.model!r}; build one with agentic_loop.load_model('ollama:NAME')"
+            )
+        for name in ("max_steps", "result_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.recent_results < 0:
+            raise ValueError(f"recent_results must be 0 or more, got {self.recent_results}")

@@ -1,0 +1,90 @@
+"""What flows through the graph: the state, its input and output, and the domain models."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+from typing_extensions import NotRequired, TypedDict
+
+StepStatus = Literal["completed", "adapted", "failed"]
+RunStatus = Literal["completed", "partial", "failed"]
+
+
+class AgenticStep(BaseModel):
+    """The outcome of one step of the plan."""
+
+    step_num: int = Field(ge=1, description="Position of the step in the plan, from 1.")
+    description: str = Field(description="The step as the plan states it.")
+    result: str = Field(description="What the model reported, or why the step failed.")
+    status: StepStatus
+    duration_ms: int = Field(ge=0)
+
+
+class AgenticResult(BaseModel):
+    """The outcome of a whole run."""
+
+    task_id: str = Field(description="Short id of this run, unique per run.")
+    task: str
+    summary: str
+    steps: list[AgenticStep] = Field(default_factory=list)
+    status: RunStatus
+    total_duration_ms: int = Field(ge=0, description="Time spent planning and running steps.")
+    thread_id: str | None = Field(default=None, description="Checkpointer thread of the run.")
+    planned_steps: int = Field(
+        default=0, ge=0, description="How many steps the model planned, before any cut to max_steps."
+    )
+
+
+class StepFailure(BaseModel):
+    """A step whose model call raised, waiting for `adapt` to try another way."""
+
+    step_num: int = Field(ge=1)
+    error: str
+    started_at: float = Field(description="Wall-clock start of the step (seconds since epoch).")
+
+
+class AgenticInput(TypedDict):
+    """What a caller passes in."""
+
+    task: str
+    """The task to plan and carry out."""
+    max_steps: NotRequired[int]
+    """Most steps to run; 0 or absent means the graph's default."""
+
+
+class AgenticOutput(TypedDict):
+    """What a caller gets back."""
+
+    result: AgenticResult
+    """The whole outcome: steps, summary, status, durations."""
+    summary: str
+    """`result.summary`, for parents that only want the text."""
+    status: RunStatus
+    """`result.status`."""
+
+
+class AgenticState(AgenticInput, AgenticOutput, total=False):
+    """Everything the nodes share. Keys are absent until a node first writes them."""
+
+    task_id: str
+    """Short id of the run, made by `plan`."""
+    thread_id: str | None
+    """Checkpointer thread the run is stored under, if any."""
+    plan: list[str]
+    """The step descriptions that will run (at most max_steps)."""
+    planned_count: int
+    """How many steps the model planned before the cut to max_steps."""
+    plan_error: str | None
+    """Why planning gave no steps, if it did not."""
+    plan_duration_ms: int
+    """Time the planning call took."""
+    steps: Annotated[list[AgenticStep], operator.add]
+    """Finished steps, in order; the next step to run is `len(steps) + 1`."""
+    failure: StepFailure | None
+    """The current step's failed call, set by `execute` and cleared by `adapt`."""
+
+
+STORED_TYPES = (AgenticStep, AgenticResult, StepFailure)
+"""The models that checkpoints hold; readers outside a compiled graph allow exactly these."""

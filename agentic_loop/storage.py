@@ -1,0 +1,121 @@
+"""Stored runs: the SQLite checkpointer the CLI uses, and reading runs back from it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep
+
+DB_ENV = "AGENTIC_LOOP_DB"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class StoreError(Exception):
+    """The run store cannot be used; the message says why and what to do."""
+
+
+def default_db_path() -> Path:
+    """`AGENTIC_LOOP_DB`, else `$XDG_DATA_HOME/agentic-loop/runs.sqlite` (`~/.local/share/...`)."""
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "agentic-loop" / "runs.sqlite"
+
+
+@asynccontextmanager
+async def open_store(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
+    """The checkpointer for the SQLite file at `path`, created if missing.
+
+    Refuses, without touching it, a path that is a folder or a file that is not SQLite.
+    """
+    import aiosqlite
+
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; pass a file path with --db")
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as file:
+            if file.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                raise StoreError(f"{path} is not a SQLite database; pass another file with --db")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the run store {path}: {exc}") from exc
+    try:
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()  # creates the tables and turns on WAL
+        # In WAL mode, synchronous=NORMAL keeps every commit when the process is killed;
+        # only a power cut can lose the last few. It saves an fsync per checkpoint.
+        await conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise StoreError(f"cannot use the run store {path}: {exc}") from exc
+    try:
+        yield saver
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as its latest checkpoint holds it."""
+
+    thread_id: str
+    task: str
+    status: str
+    """`completed`, `partial` or `failed` once finished, else `unfinished`."""
+    steps: list[AgenticStep]
+    plan: list[str]
+    updated_at: str
+    model: str | None
+    """The model spec the CLI ran it with, if it recorded one."""
+    result: AgenticResult | None
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None
+
+
+def _reader(saver: BaseCheckpointSaver) -> BaseCheckpointSaver:
+    return saver.with_allowlist([(cls.__module__, cls.__name__) for cls in STORED_TYPES])
+
+
+async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
+    """The run stored under `thread_id`, or None if there is none."""
+    found = await _reader(saver).aget_tuple({"configurable": {"thread_id": thread_id}})
+    if found is None:
+        return None
+    values: dict[str, Any] = found.checkpoint["channel_values"]
+    result = values.get("result")
+    if not isinstance(result, AgenticResult) or result.task_id != values.get("task_id"):
+        result = None  # unfinished, or the result of an earlier task on this thread
+    return StoredRun(
+        thread_id=thread_id,
+        task=values.get("task", ""),
+        status=result.status if result else "unfinished",
+        steps=list(values.get("steps", [])),
+        plan=list(values.get("plan", [])),
+        updated_at=found.checkpoint["ts"],
+        model=found.metadata.get("model"),
+        result=result,
+    )
+
+
+async def list_runs(saver: AsyncSqliteSaver) -> list[StoredRun]:
+    """Every stored run, most recently updated first."""
+    async with saver.conn.execute(
+        "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+        "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
+    ) as cursor:
+        thread_ids = [row[0] async for row in cursor]
+    runs = [await load_run(saver, thread_id) for thread_id in thread_ids]
+    return [run for run in runs if run is not None]
