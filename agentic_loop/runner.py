@@ -85,7 +85,10 @@ async def stream_run(
     """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams."""
     result = None
     async for mode, chunk in graph.astream(
-        graph_input, config, stream_mode=["custom", "updates"], durability=durability
+        graph_input,
+        config,
+        stream_mode=["custom", "updates"],
+        durability=durability if graph.checkpointer else None,
     ):
         if mode == "custom" and is_progress_event(chunk):
             await relay.deliver(chunk)

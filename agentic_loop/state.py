@@ -37,6 +37,18 @@ class AgenticResult(BaseModel):
     )
 
 
+class Plan(BaseModel):
+    """What planning produced for one run."""
+
+    task_id: str = Field(description="Short id of the run, unique per run.")
+    thread_id: str | None = Field(default=None, description="Checkpointer thread of the run.")
+    steps: list[str] = Field(description="The steps that will run, at most max_steps.")
+    planned_count: int = Field(ge=0, description="How many steps the model planned.")
+    max_steps: int = Field(ge=1, description="The cap the steps were cut to.")
+    error: str | None = Field(default=None, description="Why there are no steps, if so.")
+    duration_ms: int = Field(ge=0)
+
+
 class StepFailure(BaseModel):
     """A step whose model call raised, waiting for `adapt` to try another way."""
 
@@ -58,33 +70,19 @@ class AgenticOutput(TypedDict):
     """What a caller gets back."""
 
     result: AgenticResult
-    """The whole outcome: steps, summary, status, durations."""
-    summary: str
-    """`result.summary`, for parents that only want the text."""
-    status: RunStatus
-    """`result.status`."""
+    """The whole outcome: summary, status, steps and durations."""
 
 
 class AgenticState(AgenticInput, AgenticOutput, total=False):
     """Everything the nodes share. Keys are absent until a node first writes them."""
 
-    task_id: str
-    """Short id of the run, made by `plan`."""
-    thread_id: str | None
-    """Checkpointer thread the run is stored under, if any."""
-    plan: list[str]
-    """The step descriptions that will run (at most max_steps)."""
-    planned_count: int
-    """How many steps the model planned before the cut to max_steps."""
-    plan_error: str | None
-    """Why planning gave no steps, if it did not."""
-    plan_duration_ms: int
-    """Time the planning call took."""
+    plan: Plan
+    """Written once by `plan`."""
     steps: Annotated[list[AgenticStep], operator.add]
     """Finished steps, in order; the next step to run is `len(steps) + 1`."""
     failure: StepFailure | None
     """The current step's failed call, set by `execute` and cleared by `adapt`."""
 
 
-STORED_TYPES = (AgenticStep, AgenticResult, StepFailure)
+STORED_TYPES = (AgenticStep, AgenticResult, Plan, StepFailure)
 """The models that checkpoints hold; readers outside a compiled graph allow exactly these."""

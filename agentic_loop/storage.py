@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep
+from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep, Plan
 
 DB_ENV = "AGENTIC_LOOP_DB"
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -95,15 +95,16 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
     if found is None:
         return None
     values: dict[str, Any] = found.checkpoint["channel_values"]
+    plan: Plan | None = values.get("plan")
     result = values.get("result")
-    if not isinstance(result, AgenticResult) or result.task_id != values.get("task_id"):
+    if not isinstance(result, AgenticResult) or plan is None or result.task_id != plan.task_id:
         result = None  # unfinished, or the result of an earlier task on this thread
     return StoredRun(
         thread_id=thread_id,
         task=values.get("task", ""),
         status=result.status if result else "unfinished",
         steps=list(values.get("steps", [])),
-        plan=list(values.get("plan", [])),
+        plan=plan.steps if plan else [],
         updated_at=found.checkpoint["ts"],
         model=found.metadata.get("model"),
         result=result,

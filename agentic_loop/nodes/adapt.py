@@ -18,8 +18,9 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
     failure: StepFailure | None = state.get("failure")
     if failure is None:
         raise ValueError("adapt needs a failed step in the state's `failure` field")
-    description = state["plan"][failure.step_num - 1]
-    where = {"task_id": state["task_id"], "step": failure.step_num, "total": len(state["plan"])}
+    plan = state["plan"]
+    description = plan.steps[failure.step_num - 1]
+    where = {"task_id": plan.task_id, "step": failure.step_num, "total": len(plan.steps)}
     messages = prompts.adapt_messages(state["task"], failure.step_num, description, failure.error)
     try:
         reply = await settings.model.ainvoke(messages)

@@ -31,9 +31,9 @@ def recent_results(steps: list[AgenticStep], settings: Settings) -> list[str]:
 async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
     done = state.get("steps", [])
     plan = state["plan"]
-    step_num, total = len(done) + 1, len(plan)
-    description = plan[step_num - 1]
-    where = {"task_id": state["task_id"], "step": step_num, "total": total}
+    step_num, total = len(done) + 1, len(plan.steps)
+    description = plan.steps[step_num - 1]
+    where = {"task_id": plan.task_id, "step": step_num, "total": total}
     runtime.stream_writer(
         {"event": events.STEP_STARTED, "data": {**where, "description": description}}
     )

@@ -14,7 +14,7 @@ from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
 from agentic_loop.parsing import parse_plan
 from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticState
+from agentic_loop.state import AgenticState, Plan
 
 
 async def plan(
@@ -34,33 +34,25 @@ async def plan(
         error = None if steps else "Planning produced no steps."
     except Exception as exc:  # any model or transport failure ends planning
         steps, error = [], f"Planning failed: {describe_error(exc, settings.model)}"
-    duration_ms = int((time.perf_counter() - started) * 1000)
-
+    outcome = Plan(
+        task_id=task_id,
+        thread_id=config.get("configurable", {}).get("thread_id"),
+        steps=steps[:max_steps],
+        planned_count=len(steps),
+        max_steps=max_steps,
+        error=error,
+        duration_ms=int((time.perf_counter() - started) * 1000),
+    )
     if error:
-        runtime.stream_writer(
-            {"event": events.PLAN_FAILED, "data": {"task_id": task_id, "task": task, "error": error}}
-        )
+        payload = {"task_id": task_id, "task": task, "error": error}
+        runtime.stream_writer({"event": events.PLAN_FAILED, "data": payload})
     else:
-        runtime.stream_writer(
-            {
-                "event": events.PLAN_READY,
-                "data": {
-                    "task_id": task_id,
-                    "task": task,
-                    "steps": steps[:max_steps],
-                    "total": min(len(steps), max_steps),
-                },
-            }
-        )
-    return {
-        "task_id": task_id,
-        "thread_id": config.get("configurable", {}).get("thread_id"),
-        "max_steps": max_steps,
-        "plan": steps[:max_steps],
-        "planned_count": len(steps),
-        "plan_error": error,
-        "plan_duration_ms": duration_ms,
-        # A thread reused for a new task starts from an empty record.
-        "steps": Overwrite([]),
-        "failure": None,
-    }
+        payload = {
+            "task_id": task_id,
+            "task": task,
+            "steps": outcome.steps,
+            "total": len(outcome.steps),
+        }
+        runtime.stream_writer({"event": events.PLAN_READY, "data": payload})
+    # A thread reused for a new task starts from an empty record.
+    return {"plan": outcome, "steps": Overwrite([]), "failure": None}

@@ -35,21 +35,21 @@ def summary_text(
 
 
 async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
-    steps = state.get("steps", [])
-    total = len(state.get("plan", []))
-    planned = state.get("planned_count", 0)
-    plan_error = state.get("plan_error")
-    status = run_status(steps, total, planned, plan_error)
-    summary = plan_error or summary_text(state["task"], steps, total, planned, state["max_steps"])
+    plan, steps = state["plan"], state.get("steps", [])
+    total = len(plan.steps)
+    status = run_status(steps, total, plan.planned_count, plan.error)
+    summary = plan.error or summary_text(
+        state["task"], steps, total, plan.planned_count, plan.max_steps
+    )
     result = AgenticResult(
-        task_id=state["task_id"],
+        task_id=plan.task_id,
         task=state["task"],
         summary=summary,
         steps=steps,
         status=status,
-        total_duration_ms=state.get("plan_duration_ms", 0) + sum(s.duration_ms for s in steps),
-        thread_id=state.get("thread_id"),
-        planned_steps=planned,
+        total_duration_ms=plan.duration_ms + sum(s.duration_ms for s in steps),
+        thread_id=plan.thread_id,
+        planned_steps=plan.planned_count,
     )
     runtime.stream_writer(
         {
@@ -63,4 +63,4 @@ async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
             },
         }
     )
-    return {"result": result, "summary": summary, "status": status}
+    return {"result": result}

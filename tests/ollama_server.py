@@ -1,0 +1,170 @@
+"""A small server that speaks the part of Ollama's HTTP API that ChatOllama uses.
+
+It answers `/api/chat` (streamed NDJSON or one JSON object), plus `/api/tags`, `/api/show`
+and `/api/version`, on 127.0.0.1. What it answers is decided by `reply(request)`, which
+tests replace; every chat request is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+STEP_LINE = re.compile(r"^Step (\d+)/(\d+): ", re.MULTILINE)
+
+
+@dataclass
+class Reply:
+    """What the server sends back for one chat request."""
+
+    text: str = ""
+    status: int = 200
+    error: str = ""
+    hold: threading.Event | None = None
+    """If set, the server waits for this event before answering."""
+
+
+def plan_or_step(plan: list[str]) -> Callable[[dict[str, Any]], Reply]:
+    """Answer planning prompts with `plan` as a numbered list, and step prompts with a result."""
+
+    def reply(request: dict[str, Any]) -> Reply:
+        prompt = last_prompt(request)
+        if "Break this task into numbered steps" in prompt:
+            numbered = "\n".join(f"{i}. {step}" for i, step in enumerate(plan, 1))
+            return Reply(f"Here is the plan:\n\n{numbered}\n\nLet me know if you need more.")
+        if (match := STEP_LINE.search(prompt)) is not None:
+            return Reply(f"Did step {match[1]}.")
+        return Reply("Tried another way.")
+
+    return reply
+
+
+def last_prompt(request: dict[str, Any]) -> str:
+    return str(request["messages"][-1]["content"])
+
+
+def step_of(request: dict[str, Any]) -> int | None:
+    """The step number a step prompt asks for, else None."""
+    match = STEP_LINE.search(last_prompt(request))
+    return int(match[1]) if match else None
+
+
+class OllamaTestServer:
+    def __init__(self, reply: Callable[[dict[str, Any]], Reply], models: tuple[str, ...] = ("test-model",)):
+        self.reply = reply
+        self.models = models
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> OllamaTestServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.requests)
+
+    def _record(self, request: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Without this, small streamed chunks wait ~40 ms for delayed ACKs.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/api/tags":
+                    self._json(200, {"models": [{"name": m, "model": m} for m in server.models]})
+                elif self.path == "/api/version":
+                    self._json(200, {"version": "0.0.0-test"})
+                else:
+                    self._json(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path == "/api/show":
+                    if body.get("model") in server.models:
+                        self._json(200, {"modelfile": "", "details": {}, "capabilities": ["completion"]})
+                    else:
+                        self._json(404, {"error": f"model '{body.get('model')}' not found"})
+                    return
+                if self.path != "/api/chat":
+                    self._json(404, {"error": "not found"})
+                    return
+                server._record(body)
+                if body.get("model") not in server.models:
+                    self._json(404, {"error": f"model '{body.get('model')}' not found"})
+                    return
+                reply = server.reply(body)
+                if reply.hold is not None:
+                    reply.hold.wait()
+                if reply.status != 200:
+                    self._json(reply.status, {"error": reply.error or "internal error"})
+                    return
+                if body.get("stream", True):
+                    self._stream(body["model"], reply.text)
+                else:
+                    self._json(200, _chunk(body["model"], reply.text, done=True))
+
+            def _stream(self, model: str, text: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                words = re.findall(r"\S+\s*|\s+", text) or [""]
+                for word in words:
+                    self._send_chunk(_chunk(model, word, done=False))
+                self._send_chunk(_chunk(model, "", done=True))
+                self.wfile.write(b"0\r\n\r\n")
+
+            def _send_chunk(self, body: dict[str, Any]) -> None:
+                line = json.dumps(body).encode() + b"\n"
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.flush()
+
+        return Handler
+
+
+def _chunk(model: str, content: str, *, done: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "message": {"role": "assistant", "content": content},
+        "done": done,
+    }
+    if done:
+        body |= {"done_reason": "stop", "total_duration": 1, "eval_count": 1, "prompt_eval_count": 1}
+    return body
