@@ -25,7 +25,16 @@ _EXPORTS = {
     "AgenticStep": "agentic_loop.state",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AgenticInput",
+    "AgenticOutput",
+    "AgenticResult",
+    "AgenticStep",
+    "build_graph",
+    "create_agentic_loop",
+    "load_model",
+    "run_agentic_loop",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from agentic_loop.storage import StoredRun
 
 app = typer.Typer(
-    help="A plan-and-execute agent loop on LangGraph: plan a task, run its steps, resume after a crash.",
+    help="A plan-and-execute agent loop on LangGraph: plan a task, run its steps, "
+    "resume after a crash.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,23 +41,28 @@ ModelOption = Annotated[
 ]
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="SQLite file of stored runs. Default: $AGENTIC_LOOP_DB, else ~/.local/share/agentic-loop/runs.sqlite."),
+    typer.Option(
+        "--db",
+        help="SQLite file of stored runs. "
+        "Default: $AGENTIC_LOOP_DB, else ~/.local/share/agentic-loop/runs.sqlite.",
+    ),
 ]
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON on stdout; progress goes to stderr.")
+    bool,
+    typer.Option("--json", help="Print the result as JSON on stdout; progress goes to stderr."),
 ]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for each model reply.")
 ]
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     mermaid = "mermaid"
     ascii = "ascii"
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -69,7 +75,8 @@ def run(
         typer.Option("--max-steps", help=f"Most steps to run; 0 means ${MAX_STEPS_ENV}, else 10."),
     ] = 0,
     thread: Annotated[
-        str | None, typer.Option("--thread", help="Thread id to store the run under (default: a new one).")
+        str | None,
+        typer.Option("--thread", help="Thread id to store the run under (default: a new one)."),
     ] = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -77,7 +84,7 @@ def run(
 ) -> None:
     """Plan TASK into steps, run them with live progress, and print the summary."""
     if not task.strip():
-        _fail("the task is empty; say what to do, e.g. agentic-loop run \"Plan a weekend trip\"")
+        _fail('the task is empty; say what to do, e.g. agentic-loop run "Plan a weekend trip"')
     if max_steps < 0:
         _fail(f"--max-steps must be 0 (the default) or more, got {max_steps}")
     thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
@@ -86,7 +93,9 @@ def run(
 
 @app.command()
 def resume(
-    thread_id: Annotated[str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")],
+    thread_id: Annotated[
+        str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")
+    ],
     model: ModelOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -105,7 +114,7 @@ def runs(db: DbOption = None) -> None:
 
     stored = _with_store(db, list_runs)
     if not stored:
-        Console().print(f"No stored runs in {_db_path(db)}.")
+        _console().print(f"No stored runs in {_db_path(db)}.")
         return
     table = Table("thread", "task", "status", "steps", "updated")
     for item in stored:
@@ -116,12 +125,14 @@ def runs(db: DbOption = None) -> None:
             f"{len(item.steps)}/{len(item.plan)}",
             item.updated_at[:19].replace("T", " "),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
 def show(
-    thread_id: Annotated[str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")],
+    thread_id: Annotated[
+        str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")
+    ],
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -132,21 +143,27 @@ def show(
     if stored is None:
         _unknown_thread(thread_id, db)
     if json_out:
-        payload = stored.result.model_dump() if stored.result else {
-            "thread_id": stored.thread_id,
-            "task": stored.task,
-            "status": stored.status,
-            "plan": stored.plan,
-            "steps": [step.model_dump() for step in stored.steps],
-        }
+        payload = (
+            stored.result.model_dump()
+            if stored.result
+            else {
+                "thread_id": stored.thread_id,
+                "task": stored.task,
+                "status": stored.status,
+                "plan": stored.plan,
+                "steps": [step.model_dump() for step in stored.steps],
+            }
+        )
         typer.echo(_to_json(payload))
         return
-    _print_run(Console(), stored)
+    _print_run(_console(), stored)
 
 
 @app.command()
 def graph(
-    format: Annotated[GraphFormat, typer.Option("--format", help="mermaid or ascii.")] = GraphFormat.mermaid,
+    format: Annotated[
+        GraphFormat, typer.Option("--format", help="mermaid or ascii.")
+    ] = GraphFormat.mermaid,
 ) -> None:
     """Print the graph's shape."""
     from langchain_core.runnables import RunnableLambda
@@ -210,14 +227,17 @@ def _drive(
     from agentic_loop.storage import StoreError, load_run, open_store
 
     db_path = _db_path(db)
-    display = TerminalProgress(Console(stderr=json_out))
+    display = TerminalProgress(_console(stderr=json_out))
     outcome: dict[str, Any] = {}
 
     async def go() -> None:
         async with open_store(db_path) as saver:
             stored = await load_run(saver, thread_id)
             if graph_input is not None and stored is not None:
-                _fail(f"thread {thread_id!r} already holds a run; resume it with `agentic-loop resume {thread_id}` or pick another --thread")
+                _fail(
+                    f"thread {thread_id!r} already holds a run; resume it with "
+                    f"`agentic-loop resume {thread_id}` or pick another --thread"
+                )
             if graph_input is None:
                 if stored is None:
                     _unknown_thread(thread_id, db)
@@ -236,8 +256,9 @@ def _drive(
     except KeyboardInterrupt:
         display.stop()
         db_flag = f" --db {db_path}" if db else ""
-        Console(stderr=True).print(
-            f"\nStopped. Finished steps are stored; carry on with: agentic-loop resume {thread_id}{db_flag}",
+        _console(stderr=True).print(
+            "\nStopped. Finished steps are stored; carry on with: "
+            f"agentic-loop resume {thread_id}{db_flag}",
             highlight=False,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -246,8 +267,9 @@ def _drive(
 
     if "finished" in outcome:
         stored = outcome["finished"]
-        Console(stderr=json_out).print(
-            f"Run {thread_id} already finished ({stored.status}); nothing to resume.", highlight=False
+        _console(stderr=json_out).print(
+            f"Run {thread_id} already finished ({stored.status}); nothing to resume.",
+            highlight=False,
         )
         result = stored.result
     else:
@@ -276,11 +298,13 @@ async def _stream(
 
 
 def _report(result: AgenticResult, json_out: bool) -> None:
+    style = {"completed": "green", "partial": "yellow", "failed": "red"}[result.status]
     if json_out:
         typer.echo(result.model_dump_json(indent=2))
-    else:
-        style = {"completed": "green", "partial": "yellow", "failed": "red"}[result.status]
-        Console().print(f"[bold {style}]{result.status}[/] {result.summary}", highlight=False)
+    # With --json the summary goes to stderr, beside the progress.
+    _console(stderr=json_out).print(
+        f"[bold {style}]{result.status}[/] {result.summary}", highlight=False
+    )
     failures = [step for step in result.steps if step.status == "failed"]
     if result.status == "failed" and failures:
         _fail(f"step {failures[-1].step_num} {failures[-1].result}", code=1)
@@ -290,7 +314,10 @@ def _report(result: AgenticResult, json_out: bool) -> None:
 
 def _print_run(console: Console, stored: StoredRun) -> None:
     console.print(f"[bold]{stored.task}[/]", highlight=False)
-    console.print(f"thread {stored.thread_id} · {stored.status} · updated {stored.updated_at[:19]}", highlight=False)
+    console.print(
+        f"thread {stored.thread_id} · {stored.status} · updated {stored.updated_at[:19]}",
+        highlight=False,
+    )
     if stored.result:
         console.print(stored.result.summary, highlight=False)
     done = {step.step_num: step for step in stored.steps}
@@ -299,7 +326,10 @@ def _print_run(console: Console, stored: StoredRun) -> None:
         if step is None:
             console.print(f"\n[dim]{number}. {description} — pending[/]", highlight=False)
             continue
-        console.print(f"\n[bold]{number}. {description}[/] — {step.status}, {step.duration_ms} ms", highlight=False)
+        console.print(
+            f"\n[bold]{number}. {description}[/] — {step.status}, {step.duration_ms} ms",
+            highlight=False,
+        )
         console.print(step.result, highlight=False, markup=False)
 
 
@@ -320,13 +350,19 @@ class TerminalProgress:
             for number, step in enumerate(data["steps"], 1):
                 print_line(f"  {number}. {step}", highlight=False, markup=False)
             self._start_bar(data["total"])
-        elif event == events.PLAN_FAILED:
-            print_line(f"[red]✗[/] {data['error']}", highlight=False)
         elif event == events.STEP_STARTED:
-            print_line(f"[cyan]→[/] step {data['step']}/{data['total']}: {data['description']}", highlight=False, markup=False)
+            print_line(
+                f"[cyan]→[/] step {data['step']}/{data['total']}: {data['description']}",
+                highlight=False,
+                markup=False,
+            )
             self._start_bar(data["total"], completed=data["step"] - 1)
         elif event in (events.STEP_COMPLETE, events.STEP_ADAPTED, events.STEP_FAILED):
-            mark = {events.STEP_COMPLETE: "[green]✓[/]", events.STEP_ADAPTED: "[yellow]↻ adapted[/]", events.STEP_FAILED: "[red]✗ failed[/]"}[event]
+            mark = {
+                events.STEP_COMPLETE: "[green]✓[/]",
+                events.STEP_ADAPTED: "[yellow]↻ adapted[/]",
+                events.STEP_FAILED: "[red]✗ failed[/]",
+            }[event]
             detail = data.get("result") or data.get("adaptation") or data.get("error") or ""
             print_line(f"{mark} step {data['step']}: {_clip(detail, 100)}", highlight=False)
             if self._bar is not None and self._task is not None:
@@ -339,7 +375,13 @@ class TerminalProgress:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        self._bar = Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+        self._bar = Progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
         self._task = self._bar.add_task("steps", total=total, completed=completed)
         self._bar.start()
 
@@ -347,6 +389,11 @@ class TerminalProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _console(stderr: bool = False) -> Console:
+    # soft_wrap: a message stays one line however narrow the terminal (or pipe) is.
+    return Console(stderr=stderr, soft_wrap=True)
 
 
 def _clip(text: str, limit: int) -> str:

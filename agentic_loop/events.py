@@ -60,7 +60,9 @@ class ProgressRelay:
             await _guarded(f"broadcast of {name}", self.broadcaster.broadcast, name, data)
         if self.on_progress is not None and name in _STEP_LABELS:
             label = _STEP_LABELS[name] + data["description"]
-            await _guarded(f"on_progress for {name}", self.on_progress, label, data["step"], data["total"])
+            await _guarded(
+                f"on_progress for {name}", self.on_progress, label, data["step"], data["total"]
+            )
 
 
 _STEP_LABELS = {STEP_COMPLETE: "", STEP_ADAPTED: "[Adapted] ", STEP_FAILED: "[Failed] "}

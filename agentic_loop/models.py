@@ -22,9 +22,7 @@ def load_model(spec: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
     """A chat model for `spec`: `ollama:NAME` talks to the Ollama server at `OLLAMA_HOST`."""
     provider, _, name = spec.partition(":")
     if provider != "ollama" or not name:
-        raise ValueError(
-            f"unknown model {spec!r}: use ollama:NAME, for example {DEFAULT_MODEL}"
-        )
+        raise ValueError(f"unknown model {spec!r}: use ollama:NAME, for example {DEFAULT_MODEL}")
     if timeout_s <= 0:
         raise ValueError(f"timeout must be positive, got {timeout_s}")
     from langchain_ollama import ChatOllama
@@ -34,7 +32,7 @@ def load_model(spec: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
 
 
 def ollama_address(base_url: str | None = None) -> str:
-    """The server address an Ollama client uses: `base_url`, else `OLLAMA_HOST`, else the default."""
+    """The address an Ollama client talks to: `base_url`, else `OLLAMA_HOST`, else the default."""
     host = (base_url or os.environ.get("OLLAMA_HOST") or "").strip()
     scheme, sep, rest = host.partition("://")
     if sep:
@@ -48,7 +46,7 @@ def ollama_address(base_url: str | None = None) -> str:
     return f"{scheme}://{hostname}:{parts.port or default_port}{parts.path.rstrip('/')}"
 
 
-def describe_error(exc: BaseException, model: BaseChatModel | None = None) -> str:
+def describe_error(exc: BaseException, model: object = None) -> str:
     """One line saying what went wrong with a model call, and for Ollama how to fix it."""
     import httpx
     import ollama

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability
 
-from agentic_loop.events import Broadcaster, OnProgress, ProgressRelay, is_progress_event
+from agentic_loop.events import (
+    Broadcaster,
+    OnProgress,
+    ProgressEvent,
+    ProgressRelay,
+    is_progress_event,
+)
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model, model_spec_from_env
 from agentic_loop.state import AgenticResult
@@ -61,7 +67,9 @@ async def run_agentic_loop(
             if "result" in stored:
                 return AgenticResult.model_validate(stored["result"])
             graph_input = None  # carry on from the last stored node
-    return await stream_run(graph, graph_input, config, ProgressRelay(on_progress, broadcaster), durability)
+    return await stream_run(
+        graph, graph_input, config, ProgressRelay(on_progress, broadcaster), durability
+    )
 
 
 async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
@@ -83,7 +91,7 @@ async def stream_run(
     durability: Durability = "sync",
 ) -> AgenticResult:
     """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams."""
-    result = None
+    result: AgenticResult | None = None
     async for mode, chunk in graph.astream(
         graph_input,
         config,
@@ -91,9 +99,9 @@ async def stream_run(
         durability=durability if graph.checkpointer else None,
     ):
         if mode == "custom" and is_progress_event(chunk):
-            await relay.deliver(chunk)
+            await relay.deliver(cast(ProgressEvent, chunk))
         elif mode == "updates" and "summarise" in chunk:
-            result = chunk["summarise"]["result"]
+            result = cast(dict[str, Any], chunk)["summarise"]["result"]
     if result is None:
         raise RuntimeError("the run stopped before its summary; resume it with the same thread_id")
     return result

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import BaseModel, Field
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 StepStatus = Literal["completed", "adapted", "failed"]
 RunStatus = Literal["completed", "partial", "failed"]
@@ -33,7 +33,9 @@ class AgenticResult(BaseModel):
     total_duration_ms: int = Field(ge=0, description="Time spent planning and running steps.")
     thread_id: str | None = Field(default=None, description="Checkpointer thread of the run.")
     planned_steps: int = Field(
-        default=0, ge=0, description="How many steps the model planned, before any cut to max_steps."
+        default=0,
+        ge=0,
+        description="How many steps the model planned, before any cut to max_steps.",
     )
 
 

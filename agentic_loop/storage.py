@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -106,7 +106,7 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         steps=list(values.get("steps", [])),
         plan=plan.steps if plan else [],
         updated_at=found.checkpoint["ts"],
-        model=found.metadata.get("model"),
+        model=cast(dict[str, Any], found.metadata).get("model"),
         result=result,
     )
 

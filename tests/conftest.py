@@ -26,10 +26,14 @@ class ScriptedChatModel(FakeMessagesListChatModel):
     script: list[str | BaseException]
     prompts: list[str] = Field(default_factory=list)
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         self.prompts.append(messages[-1].text)
         if len(self.prompts) > len(self.script):
-            raise AssertionError(f"unscripted model call #{len(self.prompts)}: {messages[-1].text!r}")
+            raise AssertionError(
+                f"unscripted model call #{len(self.prompts)}: {messages[-1].text!r}"
+            )
         item = self.script[len(self.prompts) - 1]
         if isinstance(item, BaseException):
             raise item

@@ -57,7 +57,9 @@ def step_of(request: dict[str, Any]) -> int | None:
 
 
 class OllamaTestServer:
-    def __init__(self, reply: Callable[[dict[str, Any]], Reply], models: tuple[str, ...] = ("test-model",)):
+    def __init__(
+        self, reply: Callable[[dict[str, Any]], Reply], models: tuple[str, ...] = ("test-model",)
+    ):
         self.reply = reply
         self.models = models
         self.requests: list[dict[str, Any]] = []
@@ -114,10 +116,14 @@ class OllamaTestServer:
                     self._json(404, {"error": "not found"})
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                body = json.loads(
+                    self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"
+                )
                 if self.path == "/api/show":
                     if body.get("model") in server.models:
-                        self._json(200, {"modelfile": "", "details": {}, "capabilities": ["completion"]})
+                        self._json(
+                            200, {"modelfile": "", "details": {}, "capabilities": ["completion"]}
+                        )
                     else:
                         self._json(404, {"error": f"model '{body.get('model')}' not found"})
                     return
@@ -166,5 +172,10 @@ def _chunk(model: str, content: str, *, done: bool) -> dict[str, Any]:
         "done": done,
     }
     if done:
-        body |= {"done_reason": "stop", "total_duration": 1, "eval_count": 1, "prompt_eval_count": 1}
+        body |= {
+            "done_reason": "stop",
+            "total_duration": 1,
+            "eval_count": 1,
+            "prompt_eval_count": 1,
+        }
     return body

@@ -46,7 +46,13 @@ def _step(n: int, status: str = "completed") -> AgenticStep:
 
 
 def _plan(steps: int) -> Plan:
-    return Plan(task_id="x", steps=[f"s{i}" for i in range(1, steps + 1)], planned_count=steps, max_steps=10, duration_ms=0)
+    return Plan(
+        task_id="x",
+        steps=[f"s{i}" for i in range(1, steps + 1)],
+        planned_count=steps,
+        max_steps=10,
+        duration_ms=0,
+    )
 
 
 FAILURE = StepFailure(step_num=1, error="boom", started_at=0.0)
@@ -56,9 +62,21 @@ ROUTES = [
     (route_after_plan, {"plan": _plan(0)}, "summarise"),
     (route_after_execute, {"plan": _plan(2), "steps": [], "failure": FAILURE}, "adapt"),
     (route_after_execute, {"plan": _plan(2), "steps": [_step(1)], "failure": None}, "execute"),
-    (route_after_execute, {"plan": _plan(2), "steps": [_step(1), _step(2)], "failure": None}, "summarise"),
-    (route_after_adapt, {"plan": _plan(2), "steps": [_step(1, "adapted")], "failure": None}, "execute"),
-    (route_after_adapt, {"plan": _plan(1), "steps": [_step(1, "failed")], "failure": None}, "summarise"),
+    (
+        route_after_execute,
+        {"plan": _plan(2), "steps": [_step(1), _step(2)], "failure": None},
+        "summarise",
+    ),
+    (
+        route_after_adapt,
+        {"plan": _plan(2), "steps": [_step(1, "adapted")], "failure": None},
+        "execute",
+    ),
+    (
+        route_after_adapt,
+        {"plan": _plan(1), "steps": [_step(1, "failed")], "failure": None},
+        "summarise",
+    ),
 ]
 
 
@@ -87,9 +105,19 @@ def test_run_status(steps, total, planned, plan_error, expected) -> None:
 
 SUMMARIES = [
     ([_step(1), _step(2)], 2, 2, "T: Completed 2/2 steps."),
-    ([_step(1), _step(2, "adapted"), _step(3, "failed")], 3, 3, "T: Completed 1/3 steps, 1 adapted, 1 failed."),
+    (
+        [_step(1), _step(2, "adapted"), _step(3, "failed")],
+        3,
+        3,
+        "T: Completed 1/3 steps, 1 adapted, 1 failed.",
+    ),
     ([_step(1, "failed")], 1, 1, "T: Completed 0/1 steps, 1 failed."),
-    ([_step(1), _step(2)], 2, 4, "T: Completed 2/2 steps. The plan had 4 steps; only the first 2 ran (max_steps=2)."),
+    (
+        [_step(1), _step(2)],
+        2,
+        4,
+        "T: Completed 2/2 steps. The plan had 4 steps; only the first 2 ran (max_steps=2).",
+    ),
     ([_step(1)], 3, 3, "T: Completed 1/3 steps. Only 1 of the 3 planned steps ran."),
 ]
 
@@ -108,7 +136,9 @@ def test_build_graph_rejects_bad_settings() -> None:
 
 def test_max_steps_comes_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("AGENTIC_LOOP_MAX_STEPS", "abc")
-    with pytest.raises(ValueError, match="AGENTIC_LOOP_MAX_STEPS must be a positive whole number, got 'abc'"):
+    with pytest.raises(
+        ValueError, match="AGENTIC_LOOP_MAX_STEPS must be a positive whole number, got 'abc'"
+    ):
         build_graph(ScriptedChatModel(script=[]))
 
 
@@ -124,7 +154,14 @@ async def test_max_steps_from_the_environment_cuts_the_plan(monkeypatch) -> None
 
 
 async def test_run_completes_and_feeds_results_forward() -> None:
-    model = ScriptedChatModel(script=[plan_text("Pick a beach", "Book a room", "Pack"), "Chose Brighton.", "Booked.", "Packed."])
+    model = ScriptedChatModel(
+        script=[
+            plan_text("Pick a beach", "Book a room", "Pack"),
+            "Chose Brighton.",
+            "Booked.",
+            "Packed.",
+        ]
+    )
     result, seen = await run_collecting(model)
     assert result.status == "completed"
     assert result.summary == "Plan a trip: Completed 3/3 steps."
@@ -154,7 +191,14 @@ async def test_step_prompt_stays_bounded_however_long_the_plan() -> None:
 
 
 async def test_failed_step_is_adapted() -> None:
-    model = ScriptedChatModel(script=[plan_text("A", "B"), ConnectionError("socket closed"), "Did A another way.", "Did B."])
+    model = ScriptedChatModel(
+        script=[
+            plan_text("A", "B"),
+            ConnectionError("socket closed"),
+            "Did A another way.",
+            "Did B.",
+        ]
+    )
     result, seen = await run_collecting(model)
     assert [s.status for s in result.steps] == ["adapted", "completed"]
     assert result.status == "completed"
@@ -174,10 +218,15 @@ async def test_failed_step_is_adapted() -> None:
 
 
 async def test_step_whose_adaptation_fails_is_recorded_and_the_run_goes_on() -> None:
-    model = ScriptedChatModel(script=[plan_text("A", "B"), RuntimeError("first"), RuntimeError("second"), "Did B."])
+    model = ScriptedChatModel(
+        script=[plan_text("A", "B"), RuntimeError("first"), RuntimeError("second"), "Did B."]
+    )
     result, seen = await run_collecting(model)
     assert [s.status for s in result.steps] == ["failed", "completed"]
-    assert result.steps[0].result == "Failed: RuntimeError: first; adaptation also failed: RuntimeError: second"
+    assert (
+        result.steps[0].result
+        == "Failed: RuntimeError: first; adaptation also failed: RuntimeError: second"
+    )
     assert result.status == "partial"
     assert result.summary == "Plan a trip: Completed 1/2 steps, 1 failed."
     assert events.STEP_FAILED in names(seen)
@@ -197,7 +246,8 @@ async def test_plan_longer_than_max_steps_is_cut_and_partial() -> None:
     assert result.status == "partial"
     assert result.planned_steps == 4
     assert result.summary == (
-        "Plan a trip: Completed 2/2 steps. The plan had 4 steps; only the first 2 ran (max_steps=2)."
+        "Plan a trip: Completed 2/2 steps. "
+        "The plan had 4 steps; only the first 2 ran (max_steps=2)."
     )
     assert seen[0]["data"]["steps"] == ["A", "B"] and seen[0]["data"]["total"] == 2
 
@@ -209,7 +259,11 @@ async def test_planning_error_fails_the_run_and_is_broadcast() -> None:
     assert result.summary == "Planning failed: TimeoutError: model took too long"
     assert result.steps == []
     assert names(seen) == [events.PLAN_FAILED, events.TASK_COMPLETE]
-    assert seen[0]["data"] == {"task_id": result.task_id, "task": "Plan a trip", "error": result.summary}
+    assert seen[0]["data"] == {
+        "task_id": result.task_id,
+        "task": "Plan a trip",
+        "error": result.summary,
+    }
 
 
 async def test_plan_without_steps_fails_the_run() -> None:
@@ -225,9 +279,25 @@ async def test_event_payloads_match_the_original() -> None:
     result, seen = await run_collecting(model)
     by_name = {item["event"]: item["data"] for item in seen}
     tid = result.task_id
-    assert by_name[events.PLAN_READY] == {"task_id": tid, "task": "Plan a trip", "steps": ["A"], "total": 1}
-    assert by_name[events.STEP_STARTED] == {"task_id": tid, "step": 1, "total": 1, "description": "A"}
-    assert by_name[events.STEP_COMPLETE] == {"task_id": tid, "step": 1, "total": 1, "description": "A", "result": "r" * 200}
+    assert by_name[events.PLAN_READY] == {
+        "task_id": tid,
+        "task": "Plan a trip",
+        "steps": ["A"],
+        "total": 1,
+    }
+    assert by_name[events.STEP_STARTED] == {
+        "task_id": tid,
+        "step": 1,
+        "total": 1,
+        "description": "A",
+    }
+    assert by_name[events.STEP_COMPLETE] == {
+        "task_id": tid,
+        "step": 1,
+        "total": 1,
+        "description": "A",
+        "result": "r" * 200,
+    }
     assert by_name[events.TASK_COMPLETE] == {
         "task_id": tid,
         "status": "completed",
@@ -264,7 +334,9 @@ async def test_progress_reaches_callback_and_broadcaster() -> None:
 
     broadcaster = RecordingBroadcaster()
     model = ScriptedChatModel(script=[plan_text("A", "B"), RuntimeError("x"), "alt", "b"])
-    result = await run_agentic_loop("T", model=model, on_progress=on_progress, broadcaster=broadcaster)
+    result = await run_agentic_loop(
+        "T", model=model, on_progress=on_progress, broadcaster=broadcaster
+    )
     assert calls == [("[Adapted] A", 1, 2), ("B", 2, 2)]
     assert [e for e, _ in broadcaster.seen] == [
         events.PLAN_READY,
@@ -281,7 +353,9 @@ class Odd(Exception):
     pass
 
 
-@pytest.mark.parametrize("error", [ValueError("v"), KeyError("k"), TypeError("t"), Odd("odd"), ConnectionError("c")])
+@pytest.mark.parametrize(
+    "error", [ValueError("v"), KeyError("k"), TypeError("t"), Odd("odd"), ConnectionError("c")]
+)
 async def test_raising_hooks_never_change_the_run(error: Exception, caplog) -> None:
     """Defect 1: a raising callback or broadcaster is logged; steps and status stay as they were."""
 
@@ -291,7 +365,10 @@ async def test_raising_hooks_never_change_the_run(error: Exception, caplog) -> N
     model = ScriptedChatModel(script=[plan_text("A", "B"), "a", "b"])
     with caplog.at_level(logging.WARNING, logger="agentic_loop.events"):
         result = await run_agentic_loop(
-            "T", model=model, on_progress=on_progress, broadcaster=RecordingBroadcaster(fail_with=error)
+            "T",
+            model=model,
+            on_progress=on_progress,
+            broadcaster=RecordingBroadcaster(fail_with=error),
         )
     assert [(s.step_num, s.status) for s in result.steps] == [(1, "completed"), (2, "completed")]
     assert result.status == "completed"
@@ -332,7 +409,10 @@ async def test_finished_thread_returns_its_stored_result_without_calling_the_mod
 
 
 async def test_reused_thread_with_a_new_task_starts_from_an_empty_record() -> None:
-    graph = create_agentic_loop(ScriptedChatModel(script=[plan_text("A"), "a", plan_text("B"), "b"]), checkpointer=InMemorySaver())
+    graph = create_agentic_loop(
+        ScriptedChatModel(script=[plan_text("A"), "a", plan_text("B"), "b"]),
+        checkpointer=InMemorySaver(),
+    )
     config = {"configurable": {"thread_id": "t"}}
     await graph.ainvoke({"task": "one"}, config)
     out = await graph.ainvoke({"task": "two"}, config)

@@ -3,13 +3,20 @@ import pytest
 from agentic_loop.parsing import clean_reply, parse_plan
 
 CASES = {
-    "plain numbered": ("1. Pick a beach\n2. Book a room\n3. Pack", ["Pick a beach", "Book a room", "Pack"]),
+    "plain numbered": (
+        "1. Pick a beach\n2. Book a room\n3. Pack",
+        ["Pick a beach", "Book a room", "Pack"],
+    ),
     "preamble and closing chatter": (
-        "Sure! Here is the plan:\n\n1. Pick a beach\n2. Book a room\n\nLet me know if you need more help!",
+        "Sure! Here is the plan:\n\n1. Pick a beach\n2. Book a room\n\n"
+        "Let me know if you need more help!",
         ["Pick a beach", "Book a room"],
     ),
     "parenthesis numbers": ("1) Pick\n2) Book\n3) Pack", ["Pick", "Book", "Pack"]),
-    "Step N: labels": ("Step 1: Pick a beach\nStep 2: Book a room", ["Pick a beach", "Book a room"]),
+    "Step N: labels": (
+        "Step 1: Pick a beach\nStep 2: Book a room",
+        ["Pick a beach", "Book a room"],
+    ),
     "bold numbers": ("**1.** Pick a beach\n**2.** Book a room", ["Pick a beach", "Book a room"]),
     "bold step labels": ("**Step 1:** Pick\n**Step 2:** Book", ["Pick", "Book"]),
     "bold titles with text": (
@@ -29,7 +36,8 @@ CASES = {
         ["Plan route: check traffic; pick stops", "Drive"],
     ),
     "unindented bullets under a numbered item": (
-        "1. Pack:\n- sunscreen\n- towel\n2. Drive", ["Pack: sunscreen; towel", "Drive"]
+        "1. Pack:\n- sunscreen\n- towel\n2. Drive",
+        ["Pack: sunscreen; towel", "Drive"],
     ),
     "second list restarting numbering is dropped": (
         "1. Pick\n2. Book\n3. Pack\n\nAlternatively, you could:\n1. Stay home\n2. Read",
@@ -41,13 +49,19 @@ CASES = {
         ["Pick a beach", "Book a room: near the sea"],
     ),
     "star bullets": ("* Pick\n* Book", ["Pick", "Book"]),
-    "reasoning block is ignored": ("<think>1. not this</think>\n1. Pick\n2. Book", ["Pick", "Book"]),
+    "reasoning block is ignored": (
+        "<think>1. not this</think>\n1. Pick\n2. Book",
+        ["Pick", "Book"],
+    ),
     "fenced list": ("```\n1. Pick\n2. Book\n```", ["Pick", "Book"]),
     "blank": ("", []),
     "whitespace only": ("  \n\n ", []),
     "no list at all": ("I cannot help with that.", []),
     "chatter attached after last item is dropped": ("1. A\n2. B\n3. C\nBye", ["A", "B", "C"]),
-    "prose between items folds into the earlier": ("1. A\n\nNote: careful\n\n2. B", ["A: Note: careful", "B"]),
+    "prose between items folds into the earlier": (
+        "1. A\n\nNote: careful\n\n2. B",
+        ["A: Note: careful", "B"],
+    ),
     "numbers starting above one": ("3. C\n4. D", ["C", "D"]),
     "dash after step number": ("Step 1 - Pick\nStep 2 - Book", ["Pick", "Book"]),
 }

@@ -11,7 +11,7 @@ from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
 from agentic_loop.parsing import clean_reply
 from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticState, AgenticStep, StepFailure
+from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStatus
 
 
 async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
@@ -21,26 +21,34 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
     plan = state["plan"]
     description = plan.steps[failure.step_num - 1]
     where = {"task_id": plan.task_id, "step": failure.step_num, "total": len(plan.steps)}
+    status: StepStatus
     messages = prompts.adapt_messages(state["task"], failure.step_num, description, failure.error)
     try:
         reply = await settings.model.ainvoke(messages)
     except Exception as exc:  # the step is recorded as failed and the run goes on
-        result = f"Failed: {failure.error}; adaptation also failed: {describe_error(exc, settings.model)}"
-        status, event = "failed", {
-            "event": events.STEP_FAILED,
-            "data": {**where, "description": description, "error": result},
-        }
+        reason = describe_error(exc, settings.model)
+        result = f"Failed: {failure.error}; adaptation also failed: {reason}"
+        status, event = (
+            "failed",
+            {
+                "event": events.STEP_FAILED,
+                "data": {**where, "description": description, "error": result},
+            },
+        )
     else:
         result = clean_reply(reply.text)
-        status, event = "adapted", {
-            "event": events.STEP_ADAPTED,
-            "data": {
-                **where,
-                "description": description,
-                "error": failure.error,
-                "adaptation": result[: events.PREVIEW_CHARS],
+        status, event = (
+            "adapted",
+            {
+                "event": events.STEP_ADAPTED,
+                "data": {
+                    **where,
+                    "description": description,
+                    "error": failure.error,
+                    "adaptation": result[: events.PREVIEW_CHARS],
+                },
             },
-        }
+        )
     step = AgenticStep(
         step_num=failure.step_num,
         description=description,

@@ -43,6 +43,7 @@ async def plan(
         error=error,
         duration_ms=int((time.perf_counter() - started) * 1000),
     )
+    payload: dict[str, Any]
     if error:
         payload = {"task_id": task_id, "task": task, "error": error}
         runtime.stream_writer({"event": events.PLAN_FAILED, "data": payload})

@@ -10,7 +10,9 @@ from agentic_loop import events
 from agentic_loop.state import AgenticResult, AgenticState, AgenticStep, RunStatus
 
 
-def run_status(steps: list[AgenticStep], total: int, planned: int, plan_error: str | None) -> RunStatus:
+def run_status(
+    steps: list[AgenticStep], total: int, planned: int, plan_error: str | None
+) -> RunStatus:
     """`failed` when nothing could be done, `partial` when some of it was, else `completed`."""
     if plan_error or not total or (steps and all(s.status == "failed" for s in steps)):
         return "failed"
@@ -23,12 +25,17 @@ def summary_text(
     task: str, steps: list[AgenticStep], total: int, planned: int, max_steps: int
 ) -> str:
     """`"<task>: Completed X/Y steps, N adapted, M failed."`, then what was cut or not run."""
-    counts = {status: sum(s.status == status for s in steps) for status in ("completed", "adapted", "failed")}
+    counts = {
+        status: sum(s.status == status for s in steps)
+        for status in ("completed", "adapted", "failed")
+    }
     parts = [f"Completed {counts['completed']}/{total} steps"]
     parts += [f"{counts[s]} {s}" for s in ("adapted", "failed") if counts[s]]
     text = f"{task}: {', '.join(parts)}."
     if planned > total:
-        text += f" The plan had {planned} steps; only the first {total} ran (max_steps={max_steps})."
+        text += (
+            f" The plan had {planned} steps; only the first {total} ran (max_steps={max_steps})."
+        )
     elif len(steps) < total:
         text += f" Only {len(steps)} of the {total} planned steps ran."
     return text

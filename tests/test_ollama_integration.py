@@ -1,0 +1,200 @@
+"""The real ChatOllama client, over HTTP, against the Ollama-protocol test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_ollama import ChatOllama
+from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
+
+from agentic_loop.runner import run_agentic_loop
+
+pytestmark = pytest.mark.integration
+
+PLAN = ["Pick a beach", "Book a room", "Pack a bag", "Check the weather", "Drive there"]
+
+
+@pytest.fixture
+def server():
+    with OllamaTestServer(plan_or_step(PLAN)) as running:
+        yield running
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(*args: str, host: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OLLAMA_HOST": host, "AGENTIC_LOOP_MODEL": "ollama:test-model"}
+    return subprocess.run(
+        [sys.executable, "-m", "agentic_loop", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def test_whole_run_over_http(server: OllamaTestServer) -> None:
+    model = ChatOllama(model="test-model", base_url=server.url)
+    result = await run_agentic_loop("Plan a weekend trip", model=model)
+    assert result.status == "completed"
+    assert [s.description for s in result.steps] == PLAN
+    assert [s.result for s in result.steps] == [f"Did step {i}." for i in range(1, 6)]
+    requests = server.chat_requests()
+    assert len(requests) == 6
+    assert all(r["model"] == "test-model" for r in requests)
+    assert [step_of(r) for r in requests] == [None, 1, 2, 3, 4, 5]
+
+
+async def test_http_500_on_a_step_is_adapted(server: OllamaTestServer) -> None:
+    normal = server.reply
+    server.reply = lambda r: (
+        Reply(status=500, error="out of memory") if step_of(r) == 2 else normal(r)
+    )
+    result = await run_agentic_loop(
+        "Plan a trip", model=ChatOllama(model="test-model", base_url=server.url)
+    )
+    assert [s.status for s in result.steps] == [
+        "completed",
+        "adapted",
+        "completed",
+        "completed",
+        "completed",
+    ]
+    assert result.steps[1].result == "Tried another way."
+    assert (
+        f"the Ollama server at {server.url} answered HTTP 500: out of memory"
+        in server.chat_requests()[3]["messages"][-1]["content"]
+    )
+
+
+async def test_model_not_pulled(server: OllamaTestServer) -> None:
+    result = await run_agentic_loop(
+        "Plan a trip", model=ChatOllama(model="llama9", base_url=server.url)
+    )
+    assert result.status == "failed"
+    assert result.summary == (
+        f"Planning failed: model 'llama9' is not available on the Ollama server at {server.url}: "
+        "pull it with `ollama pull llama9`"
+    )
+
+
+async def test_refused_connection() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = await run_agentic_loop("Plan a trip", model=ChatOllama(model="m", base_url=url))
+    assert result.status == "failed"
+    assert result.summary == (
+        f"Planning failed: Ollama is not reachable at {url}: start it with `ollama serve`, "
+        "or set OLLAMA_HOST to the address it listens on"
+    )
+
+
+async def test_timeout(server: OllamaTestServer) -> None:
+    release = threading.Event()
+    server.reply = lambda r: Reply("1. A", hold=release)
+    model = ChatOllama(model="test-model", base_url=server.url, client_kwargs={"timeout": 0.3})
+    try:
+        result = await run_agentic_loop("Plan a trip", model=model)
+    finally:
+        release.set()
+    assert result.status == "failed"
+    assert result.summary.startswith("Planning failed: the model did not answer in time")
+
+
+def test_cli_run_json(server: OllamaTestServer, tmp_path: Path) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    done = cli(
+        "run", "Plan a weekend trip", "--db", db, "--json", "--thread", "trip", host=server.url
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed" and result["thread_id"] == "trip"
+    assert len(result["steps"]) == 5
+    assert "Pick a beach" in done.stderr  # progress goes to stderr
+
+    listed = cli("runs", "--db", db, host=server.url)
+    assert "trip" in listed.stdout and "completed" in listed.stdout and "5/5" in listed.stdout
+    shown = cli("show", "trip", "--db", db, host=server.url)
+    assert "Did step 3." in shown.stdout
+    again = cli("resume", "trip", "--db", db, host=server.url)
+    assert again.returncode == 0
+    assert "already finished (completed); nothing to resume" in again.stdout
+    assert len(server.chat_requests()) == 6  # resuming a finished run asked the model nothing
+
+
+def test_cli_says_in_one_line_that_ollama_is_not_running(tmp_path: Path) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    done = cli("run", "Plan a trip", "--db", str(tmp_path / "runs.sqlite"), host=host)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert f"Ollama is not reachable at http://{host}: start it with `ollama serve`" in done.stdout
+
+
+def test_killed_run_resumes_without_redoing_finished_steps(
+    server: OllamaTestServer, tmp_path: Path
+) -> None:
+    """SIGKILL while step 3 is in flight; `resume` runs step 3 again and steps 1 and 2 never."""
+    db = str(tmp_path / "runs.sqlite")
+    normal = server.reply
+    step3_started, release = threading.Event(), threading.Event()
+
+    def hang_on_step_3(request: dict[str, Any]) -> Reply:
+        if step_of(request) == 3 and not step3_started.is_set():
+            step3_started.set()
+            return Reply("never sent", hold=release)
+        return normal(request)
+
+    server.reply = hang_on_step_3
+    env = {**os.environ, "OLLAMA_HOST": server.url}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentic_loop",
+            "run",
+            "Plan a weekend trip",
+            "--db",
+            db,
+            "--thread",
+            "crash",
+            "--model",
+            "ollama:test-model",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert step3_started.wait(timeout=60), "step 3 never reached the model"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+
+    done = cli("resume", "crash", "--db", db, "--json", host=server.url)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [s["result"] for s in result["steps"]] == [f"Did step {i}." for i in range(1, 6)]
+    assert result["status"] == "completed"
+    asked = [step_of(r) for r in server.chat_requests()]
+    assert asked.count(None) == 1  # planned once
+    assert asked.count(1) == 1 and asked.count(2) == 1
+    assert asked.count(3) == 2  # in flight at the kill, then again on resume

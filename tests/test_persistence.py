@@ -1,0 +1,100 @@
+"""Stored runs: strict deserialization, resume after an interruption, the SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import ScriptedChatModel, plan_text
+from langgraph.checkpoint.serde import _msgpack
+
+from agentic_loop.events import ProgressRelay
+from agentic_loop.graph import create_agentic_loop
+from agentic_loop.runner import stream_run
+from agentic_loop.state import AgenticResult, AgenticStep, Plan
+from agentic_loop.storage import StoreError, list_runs, load_run, open_store
+
+
+class BlockingAt(ScriptedChatModel):
+    """Scripted, but the call numbered `block_at` (from 1) never returns."""
+
+    block_at: int = 0
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        if len(self.prompts) + 1 == self.block_at:
+            self.prompts.append(messages[-1].text)
+            await asyncio.Event().wait()
+        return self._generate(messages, stop, run_manager, **kwargs)
+
+
+def test_tests_run_with_strict_msgpack() -> None:
+    assert _msgpack.STRICT_MSGPACK_ENABLED
+
+
+async def test_interrupted_run_resumes_over_the_same_sqlite_file(tmp_path: Path, caplog) -> None:
+    db = tmp_path / "runs.sqlite"
+    config = {"configurable": {"thread_id": "trip"}}
+    first_model = BlockingAt(script=[plan_text("A", "B", "C", "D"), "did A", "did B"], block_at=4)
+    async with open_store(db) as saver:
+        graph = create_agentic_loop(first_model, checkpointer=saver)
+        run = asyncio.create_task(stream_run(graph, {"task": "T"}, config, ProgressRelay()))
+        while len(first_model.prompts) < 4:  # step C is in flight
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    # A new process would see the same file: open it afresh and rebuild the graph.
+    second_model = ScriptedChatModel(script=["did C", "did D"])
+    with caplog.at_level(logging.WARNING):
+        async with open_store(db) as saver:
+            graph = create_agentic_loop(second_model, checkpointer=saver)
+            snapshot = await graph.aget_state(config)
+            assert snapshot.next == ("execute",)
+            assert [s.result for s in snapshot.values["steps"]] == ["did A", "did B"]
+            assert isinstance(snapshot.values["plan"], Plan)
+            assert isinstance(snapshot.values["steps"][0], AgenticStep)
+            history = [s async for s in graph.aget_state_history(config)]
+            assert len(history) >= 4
+
+            result = await stream_run(graph, None, config, ProgressRelay())
+
+            stored = await load_run(saver, "trip")
+            listed = await list_runs(saver)
+    assert [p.splitlines()[1] for p in second_model.prompts] == ["Step 3/4: C", "Step 4/4: D"]
+    assert [s.result for s in result.steps] == ["did A", "did B", "did C", "did D"]
+    assert result.status == "completed"
+    assert stored is not None and stored.finished and isinstance(stored.result, AgenticResult)
+    assert stored.result == result
+    assert [r.thread_id for r in listed] == ["trip"]
+    blocked = [
+        r for r in caplog.records if "unregistered" in r.getMessage() or "Blocked" in r.getMessage()
+    ]
+    assert blocked == []
+
+
+async def test_unknown_thread_loads_as_none(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "runs.sqlite") as saver:
+        assert await load_run(saver, "nope") is None
+        assert await list_runs(saver) == []
+
+
+async def test_store_refuses_a_file_that_is_not_sqlite_and_leaves_it_alone(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes")
+    with pytest.raises(StoreError, match="is not a SQLite database"):
+        async with open_store(notes):
+            pass
+    assert notes.read_text() == "my precious notes"
+    with pytest.raises(StoreError, match="is a folder"):
+        async with open_store(tmp_path):
+            pass
+
+
+async def test_store_creates_missing_folders(tmp_path: Path) -> None:
+    db = tmp_path / "a" / "b" / "runs.sqlite"
+    async with open_store(db):
+        pass
+    assert db.exists()
