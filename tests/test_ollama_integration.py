@@ -198,3 +198,52 @@ def test_killed_run_resumes_without_redoing_finished_steps(
     assert asked.count(None) == 1  # planned once
     assert asked.count(1) == 1 and asked.count(2) == 1
     assert asked.count(3) == 2  # in flight at the kill, then again on resume
+
+
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(
+    server: OllamaTestServer, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    normal = server.reply
+    step2_started, release = threading.Event(), threading.Event()
+
+    def hang_on_step_2(request: dict[str, Any]) -> Reply:
+        if step_of(request) == 2:
+            step2_started.set()
+            return Reply("never sent", hold=release)
+        return normal(request)
+
+    server.reply = hang_on_step_2
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentic_loop",
+            "run",
+            "Plan a trip",
+            "--db",
+            db,
+            "--thread",
+            "stop-me",
+            "--model",
+            "ollama:test-model",
+        ],
+        env={**os.environ, "OLLAMA_HOST": server.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert step2_started.wait(timeout=60), "step 2 never reached the model"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in out + err
+    assert f"agentic-loop resume stop-me --db {db}" in err
+    shown = cli("show", "stop-me", "--db", db, host=server.url)
+    assert "unfinished" in shown.stdout and "Did step 1." in shown.stdout
