@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -144,50 +143,49 @@ def test_cli_says_in_one_line_that_ollama_is_not_running(tmp_path: Path) -> None
     assert f"Ollama is not reachable at http://{host}: start it with `ollama serve`" in done.stdout
 
 
+def hang_on_first_call_for_step(
+    server: OllamaTestServer, step: int
+) -> tuple[threading.Event, threading.Event]:
+    """Make the server hold its first answer for `step`: (set when it arrives, set to release)."""
+    normal = server.reply
+    arrived, release = threading.Event(), threading.Event()
+
+    def reply(request: dict[str, Any]) -> Reply:
+        if step_of(request) == step and not arrived.is_set():
+            arrived.set()
+            return Reply("never sent", hold=release)
+        return normal(request)
+
+    server.reply = reply
+    return arrived, release
+
+
+def spawn_cli(*args: str, host: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
+        env={**os.environ, "OLLAMA_HOST": host},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def test_killed_run_resumes_without_redoing_finished_steps(
     server: OllamaTestServer, tmp_path: Path
 ) -> None:
     """SIGKILL while step 3 is in flight; `resume` runs step 3 again and steps 1 and 2 never."""
     db = str(tmp_path / "runs.sqlite")
-    normal = server.reply
-    step3_started, release = threading.Event(), threading.Event()
-
-    def hang_on_step_3(request: dict[str, Any]) -> Reply:
-        if step_of(request) == 3 and not step3_started.is_set():
-            step3_started.set()
-            return Reply("never sent", hold=release)
-        return normal(request)
-
-    server.reply = hang_on_step_3
-    env = {**os.environ, "OLLAMA_HOST": server.url}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentic_loop",
-            "run",
-            "Plan a weekend trip",
-            "--db",
-            db,
-            "--thread",
-            "crash",
-            "--model",
-            "ollama:test-model",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
+    step3_arrived, release = hang_on_first_call_for_step(server, 3)
+    proc = spawn_cli("run", "Plan a weekend trip", "--db", db, "--thread", "crash", host=server.url)
     try:
-        assert step3_started.wait(timeout=60), "step 3 never reached the model"
-        time.sleep(0.2)
+        assert step3_arrived.wait(timeout=60), "step 3 never reached the model"
         proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+        proc.communicate(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
     finally:
         release.set()
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
 
     done = cli("resume", "crash", "--db", db, "--json", host=server.url)
     assert done.returncode == 0, done.stderr
@@ -204,44 +202,15 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(
     server: OllamaTestServer, tmp_path: Path
 ) -> None:
     db = str(tmp_path / "runs.sqlite")
-    normal = server.reply
-    step2_started, release = threading.Event(), threading.Event()
-
-    def hang_on_step_2(request: dict[str, Any]) -> Reply:
-        if step_of(request) == 2:
-            step2_started.set()
-            return Reply("never sent", hold=release)
-        return normal(request)
-
-    server.reply = hang_on_step_2
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentic_loop",
-            "run",
-            "Plan a trip",
-            "--db",
-            db,
-            "--thread",
-            "stop-me",
-            "--model",
-            "ollama:test-model",
-        ],
-        env={**os.environ, "OLLAMA_HOST": server.url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    step2_arrived, release = hang_on_first_call_for_step(server, 2)
+    proc = spawn_cli("run", "Plan a trip", "--db", db, "--thread", "stop-me", host=server.url)
     try:
-        assert step2_started.wait(timeout=60), "step 2 never reached the model"
+        assert step2_arrived.wait(timeout=60), "step 2 never reached the model"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         release.set()
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in out + err
     assert f"agentic-loop resume stop-me --db {db}" in err
