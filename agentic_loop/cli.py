@@ -228,9 +228,9 @@ def _drive(
 
     db_path = _db_path(db)
     display = TerminalProgress(_console(stderr=json_out))
-    outcome: dict[str, Any] = {}
 
-    async def go() -> None:
+    async def go() -> tuple[AgenticResult, bool]:
+        """The run's result, and whether it had already finished."""
         async with open_store(db_path) as saver:
             stored = await load_run(saver, thread_id)
             if graph_input is not None and stored is not None:
@@ -241,17 +241,15 @@ def _drive(
             if graph_input is None:
                 if stored is None:
                     _unknown_thread(thread_id, db)
-                if stored.finished:
-                    outcome["finished"] = stored
-                    return
+                if stored.result is not None:
+                    return stored.result, True
             spec = model_spec or (stored.model if stored else None)
-            outcome["result"] = await _stream(saver, thread_id, graph_input, spec, timeout, display)
+            result = await _stream(saver, thread_id, graph_input, spec, timeout, display)
+            return result, False
 
     try:
-        asyncio.run(go())
-    except StoreError as exc:
-        _fail(str(exc))
-    except ValueError as exc:  # a bad model spec or setting
+        result, already_finished = asyncio.run(go())
+    except (StoreError, ValueError) as exc:  # the store, a model spec or a setting is bad
         _fail(str(exc))
     except KeyboardInterrupt:
         display.stop()
@@ -265,15 +263,11 @@ def _drive(
     finally:
         display.stop()
 
-    if "finished" in outcome:
-        stored = outcome["finished"]
+    if already_finished:
         _console(stderr=json_out).print(
-            f"Run {thread_id} already finished ({stored.status}); nothing to resume.",
+            f"Run {thread_id} already finished ({result.status}); nothing to resume.",
             highlight=False,
         )
-        result = stored.result
-    else:
-        result = outcome["result"]
     _report(result, json_out)
 
 

@@ -80,10 +80,6 @@ class StoredRun:
     """The model spec the CLI ran it with, if it recorded one."""
     result: AgenticResult | None
 
-    @property
-    def finished(self) -> bool:
-        return self.result is not None
-
 
 def _reader(saver: BaseCheckpointSaver) -> BaseCheckpointSaver:
     return saver.with_allowlist([(cls.__module__, cls.__name__) for cls in STORED_TYPES])

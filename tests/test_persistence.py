@@ -66,7 +66,7 @@ async def test_interrupted_run_resumes_over_the_same_sqlite_file(tmp_path: Path,
     assert [p.splitlines()[1] for p in second_model.prompts] == ["Step 3/4: C", "Step 4/4: D"]
     assert [s.result for s in result.steps] == ["did A", "did B", "did C", "did D"]
     assert result.status == "completed"
-    assert stored is not None and stored.finished and isinstance(stored.result, AgenticResult)
+    assert stored is not None and isinstance(stored.result, AgenticResult)
     assert stored.result == result
     assert [r.thread_id for r in listed] == ["trip"]
     blocked = [
