@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV
 from agentic_loop.settings import MAX_STEPS_ENV
@@ -62,7 +63,7 @@ class GraphFormat(StrEnum):
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -286,7 +287,9 @@ async def _stream(
 
     spec = model_spec or model_spec_from_env()
     graph = create_agentic_loop(load_model(spec, timeout_s=timeout), checkpointer=saver)
-    display.console.print(f"[dim]model {spec} · thread {thread_id}[/]", highlight=False)
+    display.console.print(
+        f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False
+    )
     config: Any = {"configurable": {"thread_id": thread_id}, "metadata": {"model": spec}}
     return await stream_run(graph, graph_input, config, ProgressRelay(broadcaster=display))
 
@@ -297,7 +300,7 @@ def _report(result: AgenticResult, json_out: bool) -> None:
         typer.echo(result.model_dump_json(indent=2))
     # With --json the summary goes to stderr, beside the progress.
     _console(stderr=json_out).print(
-        f"[bold {style}]{result.status}[/] {result.summary}", highlight=False
+        f"[bold {style}]{result.status}[/] {escape(result.summary)}", highlight=False
     )
     failures = [step for step in result.steps if step.status == "failed"]
     if result.status == "failed" and failures:
@@ -307,21 +310,21 @@ def _report(result: AgenticResult, json_out: bool) -> None:
 
 
 def _print_run(console: Console, stored: StoredRun) -> None:
-    console.print(f"[bold]{stored.task}[/]", highlight=False)
+    console.print(f"[bold]{escape(stored.task)}[/]", highlight=False)
     console.print(
         f"thread {stored.thread_id} · {stored.status} · updated {stored.updated_at[:19]}",
         highlight=False,
     )
     if stored.result:
-        console.print(stored.result.summary, highlight=False)
+        console.print(stored.result.summary, highlight=False, markup=False)
     done = {step.step_num: step for step in stored.steps}
     for number, description in enumerate(stored.plan, 1):
         step = done.get(number)
         if step is None:
-            console.print(f"\n[dim]{number}. {description} — pending[/]", highlight=False)
+            console.print(f"\n[dim]{number}. {escape(description)} — pending[/]", highlight=False)
             continue
         console.print(
-            f"\n[bold]{number}. {description}[/] — {step.status}, {step.duration_ms} ms",
+            f"\n[bold]{number}. {escape(description)}[/] — {step.status}, {step.duration_ms} ms",
             highlight=False,
         )
         console.print(step.result, highlight=False, markup=False)
@@ -346,9 +349,8 @@ class TerminalProgress:
             self._start_bar(data["total"])
         elif event == events.STEP_STARTED:
             print_line(
-                f"[cyan]→[/] step {data['step']}/{data['total']}: {data['description']}",
+                f"[cyan]→[/] step {data['step']}/{data['total']}: {escape(data['description'])}",
                 highlight=False,
-                markup=False,
             )
             self._start_bar(data["total"], completed=data["step"] - 1)
         elif event in (events.STEP_COMPLETE, events.STEP_ADAPTED, events.STEP_FAILED):
@@ -358,7 +360,7 @@ class TerminalProgress:
                 events.STEP_FAILED: "[red]✗ failed[/]",
             }[event]
             detail = data.get("result") or data.get("adaptation") or data.get("error") or ""
-            print_line(f"{mark} step {data['step']}: {_clip(detail, 100)}", highlight=False)
+            print_line(f"{mark} step {data['step']}: {escape(_clip(detail, 100))}", highlight=False)
             if self._bar is not None and self._task is not None:
                 self._bar.update(self._task, completed=data["step"])
         elif event == events.TASK_COMPLETE:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep, Plan
@@ -51,7 +51,9 @@ async def open_store(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open the run store {path}: {exc}") from exc
     try:
-        saver = AsyncSqliteSaver(conn)
+        # Deserialize only the types a run stores, whether or not LANGGRAPH_STRICT_MSGPACK is set.
+        allowed = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
+        saver = AsyncSqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=allowed))
         await saver.setup()  # creates the tables and turns on WAL
         # In WAL mode, synchronous=NORMAL keeps every commit when the process is killed;
         # only a power cut can lose the last few. It saves an fsync per checkpoint.
@@ -81,13 +83,9 @@ class StoredRun:
     result: AgenticResult | None
 
 
-def _reader(saver: BaseCheckpointSaver) -> BaseCheckpointSaver:
-    return saver.with_allowlist([(cls.__module__, cls.__name__) for cls in STORED_TYPES])
-
-
-async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
-    """The run stored under `thread_id`, or None if there is none."""
-    found = await _reader(saver).aget_tuple({"configurable": {"thread_id": thread_id}})
+async def load_run(saver: AsyncSqliteSaver, thread_id: str) -> StoredRun | None:
+    """The run stored under `thread_id` in a store from `open_store`, or None if there is none."""
+    found = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
     if found is None:
         return None
     values: dict[str, Any] = found.checkpoint["channel_values"]
