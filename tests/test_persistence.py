@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from conftest import ScriptedChatModel, plan_text
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde import _msgpack
 
 from agentic_loop.events import ProgressRelay
 from agentic_loop.graph import create_agentic_loop
-from agentic_loop.runner import stream_run
+from agentic_loop.runner import run_agentic_loop, stream_run
 from agentic_loop.state import AgenticResult, AgenticStep, Plan
 from agentic_loop.storage import StoreError, list_runs, load_run, open_store
 
@@ -98,3 +99,19 @@ async def test_store_creates_missing_folders(tmp_path: Path) -> None:
     async with open_store(db):
         pass
     assert db.exists()
+
+
+async def test_run_agentic_loop_resumes_an_unfinished_thread() -> None:
+    saver = InMemorySaver()
+    first = BlockingAt(script=[plan_text("A", "B"), "did A"], block_at=3)
+    run = asyncio.create_task(run_agentic_loop("T", model=first, checkpointer=saver, thread_id="t"))
+    while len(first.prompts) < 3:  # step B is in flight
+        await asyncio.sleep(0.01)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    second = ScriptedChatModel(script=["did B"])
+    result = await run_agentic_loop("T", model=second, checkpointer=saver, thread_id="t")
+    assert [s.result for s in result.steps] == ["did A", "did B"]
+    assert len(second.prompts) == 1 and "Step 2/2: B" in second.prompts[0]
