@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV
+from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV, SPEC_HELP
 from agentic_loop.settings import MAX_STEPS_ENV
 
 if TYPE_CHECKING:
@@ -38,7 +38,11 @@ EXIT_INTERRUPTED = 130
 
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", help=f"ollama:NAME. Default: ${MODEL_ENV}, else {DEFAULT_MODEL}."),
+    typer.Option(
+        "--model",
+        help=f"{SPEC_HELP}. auto uses Ollama if it runs and has the model, else the "
+        f"embedded model. Default: ${MODEL_ENV}, else {DEFAULT_MODEL}.",
+    ),
 ]
 DbOption = Annotated[
     Path | None,
@@ -282,10 +286,10 @@ async def _stream(
 ) -> AgenticResult:
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
-    from agentic_loop.models import load_model, model_spec_from_env
+    from agentic_loop.models import load_model, model_spec_from_env, resolve_spec
     from agentic_loop.runner import stream_run
 
-    spec = model_spec or model_spec_from_env()
+    spec = resolve_spec(model_spec or model_spec_from_env())
     graph = create_agentic_loop(load_model(spec, timeout_s=timeout), checkpointer=saver)
     display.console.print(
         f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False

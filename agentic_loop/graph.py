@@ -25,12 +25,15 @@ def build_graph(
     result_chars: int = 200,
 ) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
-    add to a bigger graph. `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10."""
+    add to a bigger graph. `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. A model
+    with a `context_window` attribute (the embedded one) gets prompts cut to fit it."""
     settings = Settings(
         model=model,
         max_steps=max_steps or default_max_steps(),
         recent_results=recent_results,
         result_chars=result_chars,
+        context_window=getattr(model, "context_window", None),
+        reply_tokens=getattr(model, "max_tokens", 0) or 0,
     )
     builder = StateGraph(AgenticState, input_schema=AgenticInput, output_schema=AgenticOutput)
     builder.add_node("plan", partial(plan, settings=settings))

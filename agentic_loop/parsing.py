@@ -13,6 +13,7 @@ _NUMBERED = re.compile(
 )
 _BULLET = re.compile(r"^(?P<indent>\s*)[-*•+]\s+(?P<text>.*)$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_WORD = re.compile(r"[^\W\d_]")
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 
 
@@ -63,7 +64,8 @@ def parse_plan(text: str) -> list[str]:
         if not _FENCE.match(line)
     ]
     items = _read_list(lines, _numbered) or _read_list(lines, _bulleted)
-    return [step for step in (item.render() for item in items) if step]
+    # A step needs words: small models sometimes emit bare numbering ("1. 1. 2. 3.").
+    return [step for step in (item.render() for item in items) if _WORD.search(step)]
 
 
 def _numbered(line: str) -> _Entry | None:

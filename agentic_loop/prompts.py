@@ -12,6 +12,11 @@ SYSTEM = (
 )
 
 
+def clip(text: str, limit: int | None) -> str:
+    """`text` cut to `limit` characters (None: uncut), marking the cut."""
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
 def plan_messages(task: str, max_steps: int) -> list[BaseMessage]:
     return [
         SystemMessage(SYSTEM),

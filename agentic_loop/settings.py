@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaults
+    from langchain_core.messages import BaseMessage
     from langchain_core.runnables import Runnable
 
 DEFAULT_MAX_STEPS = 10
@@ -33,6 +35,10 @@ class Settings:
     """How many earlier results each step's prompt carries forward."""
     result_chars: int = 200
     """How much of each earlier result each step's prompt carries forward."""
+    context_window: int | None = None
+    """Tokens the model sees at once, if known; prompts are then cut to leave room for
+    `reply_tokens`. The model must count tokens (`get_num_tokens_from_messages`)."""
+    reply_tokens: int = 0
 
     def __post_init__(self) -> None:
         from langchain_core.runnables import Runnable
@@ -47,3 +53,21 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.recent_results < 0:
             raise ValueError(f"recent_results must be 0 or more, got {self.recent_results}")
+
+    def fit(self, build: Callable[[int | None], list[BaseMessage]]) -> list[BaseMessage]:
+        """The prompt `build(limit)` makes, where `limit` cuts each text the prompt carries
+        (task, step, results, errors) to that many characters: uncut (None) if it fits the
+        context window, else the longest limit that fits."""
+        if self.context_window is None:
+            return build(None)
+        budget = self.context_window - self.reply_tokens
+        messages = build(None)
+        for limit in _LIMITS:
+            if cast(Any, self.model).get_num_tokens_from_messages(messages) <= budget:
+                break
+            messages = build(limit)
+        return messages
+
+
+_LIMITS = (2000, 1000, 500, 250, 120, 60)
+"""Character limits `Settings.fit` tries in turn, longest first."""

@@ -42,7 +42,7 @@ def test_help_does_not_import_langgraph() -> None:
     [
         (("run", "   "), "the task is empty"),
         (("run", "T", "--max-steps", "-1"), "--max-steps must be 0 (the default) or more, got -1"),
-        (("run", "T", "--model", "gpt4"), "unknown model 'gpt4': use ollama:NAME"),
+        (("run", "T", "--model", "gpt4"), "unknown model 'gpt4': use auto, local or ollama:NAME"),
         (("run", "T", "--model", "ollama:x", "--timeout", "0"), "timeout must be positive"),
     ],
 )

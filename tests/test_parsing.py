@@ -64,6 +64,31 @@ CASES = {
     ),
     "numbers starting above one": ("3. C\n4. D", ["C", "D"]),
     "dash after step number": ("Step 1 - Pick\nStep 2 - Book", ["Pick", "Book"]),
+    # Real SmolLM2-135M replies that surprised the parser:
+    "bare numbering is no plan": (
+        "1. 1. 1. 2. 3. 4. 5. 6. 7. 8. 9. 10.\n\n"
+        "Return only the numbered list, one step per line, nothing else.",
+        [],
+    ),
+    "echoed instruction and a restarted list after the plan": (
+        "1. Choose a suitable plant for your vegetable garden.\n2. Plant the chosen plant.\n"
+        "3. Water the plant.\n\nOutput:\n1",
+        [
+            "Choose a suitable plant for your vegetable garden.",
+            "Plant the chosen plant.",
+            "Water the plant.",
+        ],
+    ),
+    "prose preamble then spaced Step N lines": (
+        "The cover letter is a classic example.\n\nStep 1: Begin with a strong opening."
+        "\n\nStep 2: Use a professional tone.\n\nStep 3: Add a personal touch.",
+        ["Begin with a strong opening.", "Use a professional tone.", "Add a personal touch."],
+    ),
+    "plan in one paragraph": (
+        "To assist, I will first organize the party. I will start by selecting a venue. "
+        "Next, I will decide on the type of party to have.",
+        [],
+    ),
 }
 
 

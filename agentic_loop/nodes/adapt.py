@@ -22,7 +22,14 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
     description = plan.steps[failure.step_num - 1]
     where = {"task_id": plan.task_id, "step": failure.step_num, "total": len(plan.steps)}
     status: StepStatus
-    messages = prompts.adapt_messages(state["task"], failure.step_num, description, failure.error)
+    messages = settings.fit(
+        lambda limit: prompts.adapt_messages(
+            prompts.clip(state["task"], limit),
+            failure.step_num,
+            prompts.clip(description, limit),
+            prompts.clip(failure.error, limit),
+        )
+    )
     try:
         reply = await settings.model.ainvoke(messages)
     except Exception as exc:  # the step is recorded as failed and the run goes on

@@ -14,17 +14,20 @@ from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, AgenticStep, StepFailure
 
 
-def recent_results(steps: list[AgenticStep], settings: Settings) -> list[str]:
+def recent_results(
+    steps: list[AgenticStep], settings: Settings, limit: int | None = None
+) -> list[str]:
     """The last few results, each cut short, so a step's prompt stays the same size."""
     if settings.recent_results == 0:
         return []
+    chars = settings.result_chars if limit is None else min(settings.result_chars, limit)
     lines = []
     for step in steps[-settings.recent_results :]:
         if step.status == "failed":
             lines.append(f"Step {step.step_num}: FAILED")
         else:
             label = " (adapted)" if step.status == "adapted" else ""
-            lines.append(f"Step {step.step_num}{label}: {step.result[: settings.result_chars]}")
+            lines.append(f"Step {step.step_num}{label}: {step.result[:chars]}")
     return lines
 
 
@@ -38,8 +41,14 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
         {"event": events.STEP_STARTED, "data": {**where, "description": description}}
     )
     started_at = time.time()
-    messages = prompts.step_messages(
-        state["task"], step_num, total, description, recent_results(done, settings)
+    messages = settings.fit(
+        lambda limit: prompts.step_messages(
+            prompts.clip(state["task"], limit),
+            step_num,
+            total,
+            prompts.clip(description, limit),
+            recent_results(done, settings, limit),
+        )
     )
     try:
         reply = await settings.model.ainvoke(messages)

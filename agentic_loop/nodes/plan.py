@@ -29,7 +29,10 @@ async def plan(
     task_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
     try:
-        reply = await settings.model.ainvoke(prompts.plan_messages(task, max_steps))
+        messages = settings.fit(
+            lambda limit: prompts.plan_messages(prompts.clip(task, limit), max_steps)
+        )
+        reply = await settings.model.ainvoke(messages)
         steps = parse_plan(reply.text)
         error = None if steps else "Planning produced no steps."
     except Exception as exc:  # any model or transport failure ends planning
