@@ -42,7 +42,8 @@ async def run_agentic_loop(
     `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. `on_progress(description,
     step_num, total_steps)` (sync or async) is called as each step ends, and
     `broadcaster.broadcast(event, data)` gets every progress event; neither can change
-    or fail the run. The model defaults to `AGENTIC_LOOP_MODEL`, else `ollama:llama3.2`.
+    or fail the run. The model defaults to `AGENTIC_LOOP_MODEL`, else `auto` (see
+    `agentic_loop.models.resolve_spec`).
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
