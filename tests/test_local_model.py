@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentic_loop import local_model, prompts
-from agentic_loop.local_model import LocalChatModel, _ends_list_again
+from agentic_loop.local_model import LocalChatModel
 from agentic_loop.parsing import parse_plan
 from agentic_loop.runner import run_agentic_loop
 
@@ -33,21 +33,6 @@ EVERYDAY_TASKS = [
 @pytest.fixture(scope="module")
 def model() -> LocalChatModel:
     return LocalChatModel()
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1. A\n2. B", False),
-        ("1. A\n2. B\n\nOutput:\n1.", True),
-        ("1. A\n2. B\n1)", True),
-        ("Step 1: A\nStep 2: B\nStep 1:", True),
-        ("1. A", False),
-        ("It costs 1.5 euros", False),
-    ],
-)
-def test_a_second_list_stops_generation(text: str, expected: bool) -> None:
-    assert _ends_list_again(text) is expected
 
 
 def test_sync_call_and_stream(model: LocalChatModel) -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from agentic_loop.parsing import clean_reply, parse_plan
+from agentic_loop.parsing import clean_reply, parse_plan, restarts_numbering
 
 CASES = {
     "plain numbered": (
@@ -100,3 +100,20 @@ def test_parse_plan(text: str, expected: list[str]) -> None:
 def test_clean_reply_drops_reasoning_and_whitespace() -> None:
     assert clean_reply("  <think>hmm\nok</think>\nDone.  ") == "Done."
     assert clean_reply("<think>never closed") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1. A\n2. B", False),
+        ("1. A\n2. B\n\nOutput:\n1.", True),
+        ("1. A\n2. B\n1)", True),
+        ("Step 1: A\nStep 2: B\nStep 1:", True),
+        ("1. A", False),
+        ("It costs 1.5 euros", False),
+        ("1. A\n   1. a1\n   2. a2\n2. B", False),
+    ],
+)
+def test_restarts_numbering(text: str, expected: bool) -> None:
+    """Where the embedded model stops generating: at a second list, not a nested one."""
+    assert restarts_numbering(text) is expected
