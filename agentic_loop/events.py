@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 PLAN_READY = "agentic.plan_ready"
 PLAN_FAILED = "agentic.plan_failed"
+PLAN_REVIEWED = "agentic.plan_reviewed"
 STEP_STARTED = "agentic.step_started"
 STEP_COMPLETE = "agentic.step_complete"
 STEP_ADAPTED = "agentic.step_adapted"

@@ -1,4 +1,5 @@
-"""How the nodes connect: plan, then execute step by step, adapting failures, then summarise."""
+"""How the nodes connect: plan (then, if asked, review), then execute step by step,
+adapting failures, then summarise."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from agentic_loop.nodes import adapt, execute, plan, summarise
-from agentic_loop.routes import route_after_adapt, route_after_execute, route_after_plan
+from agentic_loop.nodes import adapt, execute, plan, review, summarise
+from agentic_loop.routes import (
+    route_after_adapt,
+    route_after_execute,
+    route_after_plan,
+    route_after_review,
+)
 from agentic_loop.settings import Settings, default_max_steps
 from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState
 
@@ -23,10 +29,16 @@ def build_graph(
     max_steps: int = 0,
     recent_results: int = 2,
     result_chars: int = 200,
+    review_plan: bool = False,
 ) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
-    add to a bigger graph. `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. A model
-    with a `context_window` attribute (the embedded one) gets prompts cut to fit it."""
+    add to a bigger graph as one node: it reads `task` (and `max_steps`) and writes only
+    `result`. `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. A model with a
+    `context_window` attribute (the embedded one) gets prompts cut to fit it.
+
+    `review_plan=True` adds a `review` node that pauses the run with `interrupt()` once
+    the plan is made (see `agentic_loop.state.PlanReview` for the answers it takes); it
+    needs a checkpointer."""
     settings = Settings(
         model=model,
         max_steps=max_steps or default_max_steps(),
@@ -41,7 +53,12 @@ def build_graph(
     builder.add_node("adapt", partial(adapt, settings=settings))
     builder.add_node("summarise", summarise)
     builder.add_edge(START, "plan")
-    builder.add_conditional_edges("plan", route_after_plan)
+    if review_plan:
+        builder.add_node("review", review)
+        builder.add_edge("plan", "review")
+        builder.add_conditional_edges("review", route_after_review)
+    else:
+        builder.add_conditional_edges("plan", route_after_plan)
     builder.add_conditional_edges("execute", route_after_execute)
     builder.add_conditional_edges("adapt", route_after_adapt)
     builder.add_edge("summarise", END)

@@ -28,3 +28,7 @@ async def route_after_execute(state: AgenticState) -> Literal["adapt", "execute"
 
 async def route_after_adapt(state: AgenticState) -> Literal["execute", "summarise"]:
     return "execute" if _steps_left(state) else "summarise"
+
+
+async def route_after_review(state: AgenticState) -> Literal["execute", "summarise"]:
+    return "summarise" if state["plan"].error else "execute"

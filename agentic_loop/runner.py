@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Durability
+from langgraph.types import Command, Durability
 
 from agentic_loop.events import (
     Broadcaster,
@@ -21,6 +24,11 @@ from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model, model_spec_from_env
 from agentic_loop.state import AgenticResult
 
+ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+"""`review(request)`, sync or async, gets the plan a run paused on (`task`, `steps`,
+`max_steps`, and `problem` when its last answer was unreadable) and returns the answer:
+`"approve"`, a list of steps to run instead, or a `PlanReview` dict."""
+
 
 async def run_agentic_loop(
     task: str,
@@ -32,6 +40,7 @@ async def run_agentic_loop(
     checkpointer: BaseCheckpointSaver | None = None,
     thread_id: str | None = None,
     broadcaster: Broadcaster | None = None,
+    review: ReviewHandler | None = None,
     durability: Durability = "sync",
 ) -> AgenticResult:
     """Plan `task` into steps, run them one by one, adapt failures, and summarise.
@@ -42,16 +51,21 @@ async def run_agentic_loop(
     `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. `on_progress(description,
     step_num, total_steps)` (sync or async) is called as each step ends, and
     `broadcaster.broadcast(event, data)` gets every progress event; neither can change
-    or fail the run. The model defaults to `AGENTIC_LOOP_MODEL`, else `auto` (see
+    or fail the run. With `review`, the plan waits for `review(request)` to approve,
+    edit or reject it before any step runs (an in-memory checkpointer is used if none is
+    given). The model defaults to `AGENTIC_LOOP_MODEL`, else `auto` (see
     `agentic_loop.models.resolve_spec`).
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
     if max_steps < 0:
         raise ValueError(f"max_steps must be 0 (the default) or more, got {max_steps}")
+    if review is not None and checkpointer is None:
+        checkpointer = InMemorySaver()  # a paused graph needs somewhere to wait
     graph = create_agentic_loop(
         model if model is not None else load_model(model_spec_from_env()),
         checkpointer=checkpointer,
+        review_plan=review is not None,
     )
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}"}
@@ -68,9 +82,8 @@ async def run_agentic_loop(
             if "result" in stored:
                 return AgenticResult.model_validate(stored["result"])
             graph_input = None  # carry on from the last stored node
-    return await stream_run(
-        graph, graph_input, config, ProgressRelay(on_progress, broadcaster), durability
-    )
+    relay = ProgressRelay(on_progress, broadcaster)
+    return await stream_run(graph, graph_input, config, relay, durability, review)
 
 
 async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
@@ -86,23 +99,42 @@ async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[
 
 async def stream_run(
     graph: CompiledStateGraph,
-    graph_input: dict[str, Any] | None,
+    graph_input: dict[str, Any] | Command | None,
     config: RunnableConfig,
     relay: ProgressRelay,
     durability: Durability = "sync",
+    review: ReviewHandler | None = None,
 ) -> AgenticResult:
-    """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams."""
-    result: AgenticResult | None = None
-    async for mode, chunk in graph.astream(
-        graph_input,
-        config,
-        stream_mode=["custom", "updates"],
-        durability=durability if graph.checkpointer else None,
-    ):
-        if mode == "custom" and is_progress_event(chunk):
-            await relay.deliver(cast(ProgressEvent, chunk))
-        elif mode == "updates" and "summarise" in chunk:
-            result = cast(dict[str, Any], chunk)["summarise"]["result"]
-    if result is None:
-        raise RuntimeError("the run stopped before its summary; resume it with the same thread_id")
-    return result
+    """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams
+    and answering a plan review with `review`."""
+    while True:
+        result: AgenticResult | None = None
+        request: dict[str, Any] | None = None
+        async for mode, chunk in graph.astream(
+            graph_input,
+            config,
+            stream_mode=["custom", "updates"],
+            durability=durability if graph.checkpointer else None,
+        ):
+            update = cast(dict[str, Any], chunk)
+            if mode == "custom" and is_progress_event(chunk):
+                await relay.deliver(cast(ProgressEvent, chunk))
+            elif mode == "updates" and "summarise" in update:
+                result = update["summarise"]["result"]
+            elif mode == "updates" and "__interrupt__" in update:
+                request = update["__interrupt__"][0].value
+        if result is not None:
+            return result
+        if request is None:
+            raise RuntimeError(
+                "the run stopped before its summary; resume it with the same thread_id"
+            )
+        if review is None:
+            raise RuntimeError(
+                "the run waits for its plan to be reviewed; resume it with "
+                "Command(resume=...) or pass a review handler"
+            )
+        answer = review(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        graph_input = Command(resume=answer)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Literal, NotRequired, Required
 
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 StepStatus = Literal["completed", "adapted", "failed"]
 RunStatus = Literal["completed", "partial", "failed"]
+ReviewOutcome = Literal["approved", "edited", "rejected"]
 
 
 class AgenticStep(BaseModel):
@@ -49,6 +50,9 @@ class Plan(BaseModel):
     max_steps: int = Field(ge=1, description="The cap the steps were cut to.")
     error: str | None = Field(default=None, description="Why there are no steps, if so.")
     duration_ms: int = Field(ge=0)
+    review: ReviewOutcome | None = Field(
+        default=None, description="How a reviewer answered, when the plan was reviewed."
+    )
 
 
 class StepFailure(BaseModel):
@@ -57,6 +61,20 @@ class StepFailure(BaseModel):
     step_num: int = Field(ge=1)
     error: str
     started_at: float = Field(description="Wall-clock start of the step (seconds since epoch).")
+
+
+class PlanReview(TypedDict, total=False):
+    """A reviewer's answer, passed as `Command(resume=...)` to a run paused for review.
+
+    Shorter forms mean the same: `"approve"` or `True`; a list of steps for `edit`;
+    `"reject"` or `False`.
+    """
+
+    action: Required[Literal["approve", "edit", "reject"]]
+    steps: list[str]
+    """For `edit`: the steps to run instead, at most the plan's `max_steps`."""
+    reason: str
+    """For `reject`: why, for the summary."""
 
 
 class AgenticInput(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 # Before LangGraph is imported: checkpoints may only hold types the graph declares.
@@ -38,6 +39,18 @@ class ScriptedChatModel(FakeMessagesListChatModel):
         if isinstance(item, BaseException):
             raise item
         return ChatResult(generations=[ChatGeneration(message=AIMessage(item))])
+
+
+class BlockingAt(ScriptedChatModel):
+    """Scripted, but the call numbered `block_at` (from 1) never returns."""
+
+    block_at: int = 0
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        if len(self.prompts) + 1 == self.block_at:
+            self.prompts.append(messages[-1].text)
+            await asyncio.Event().wait()
+        return self._generate(messages, stop, run_manager, **kwargs)
 
 
 def plan_text(*steps: str) -> str:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import ScriptedChatModel, plan_text
+from conftest import BlockingAt, ScriptedChatModel, plan_text
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde import _msgpack
 
@@ -16,18 +16,6 @@ from agentic_loop.graph import create_agentic_loop
 from agentic_loop.runner import run_agentic_loop, stream_run
 from agentic_loop.state import AgenticResult, AgenticStep, Plan
 from agentic_loop.storage import StoreError, list_runs, load_run, open_store
-
-
-class BlockingAt(ScriptedChatModel):
-    """Scripted, but the call numbered `block_at` (from 1) never returns."""
-
-    block_at: int = 0
-
-    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
-        if len(self.prompts) + 1 == self.block_at:
-            self.prompts.append(messages[-1].text)
-            await asyncio.Event().wait()
-        return self._generate(messages, stop, run_manager, **kwargs)
 
 
 def test_tests_run_with_strict_msgpack() -> None:

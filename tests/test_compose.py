@@ -1,0 +1,121 @@
+"""The loop as one node of a bigger graph that holds the checkpointer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BlockingAt, ScriptedChatModel, plan_text
+from langchain_core.runnables import Runnable
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+
+from agentic_loop import events
+from agentic_loop.graph import build_graph
+from agentic_loop.state import AgenticInput, AgenticOutput
+from agentic_loop.storage import open_store
+
+
+class ParentState(AgenticInput, AgenticOutput, total=False):
+    """A parent's own state: the loop's `task` and `result`, plus keys of its own, two of
+    which share names with the loop's internal state."""
+
+    request: str
+    steps: list[str]
+    plan: str
+    answer: str
+
+
+def route(state: ParentState) -> dict[str, Any]:
+    return {"task": state["request"].strip().capitalize()}
+
+
+def use_result(state: ParentState) -> dict[str, Any]:
+    result = state["result"]
+    return {"answer": f"{result.status}: {len(result.steps)} steps"}
+
+
+def parent_graph(model: Runnable, **loop_settings: Any) -> StateGraph:
+    builder = StateGraph(ParentState)
+    builder.add_node("route", route)
+    builder.add_node("loop", build_graph(model, **loop_settings).compile())
+    builder.add_node("use_result", use_result)
+    builder.add_edge(START, "route")
+    builder.add_edge("route", "loop")
+    builder.add_edge("loop", "use_result")
+    builder.add_edge("use_result", END)
+    return builder
+
+
+START_INPUT = {"request": " plan a trip ", "steps": ["parent's own"], "plan": "parent's own"}
+
+
+async def test_loop_interrupted_inside_a_parent_resumes_from_the_parent(tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite"
+    config = {"configurable": {"thread_id": "outer"}}
+    first = BlockingAt(script=[plan_text("A", "B", "C"), "did A", "did B"], block_at=4)
+    async with open_store(db) as saver:
+        parent = parent_graph(first).compile(checkpointer=saver)
+        run = asyncio.create_task(parent.ainvoke(START_INPUT, config, durability="sync"))
+        while len(first.prompts) < 4:  # step C is in flight
+            await asyncio.sleep(0.01)
+        run.cancel()  # as Ctrl-C would
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    # As after a restart: a new model and a parent rebuilt over the same file.
+    second = ScriptedChatModel(script=["did C"])
+    async with open_store(db) as saver:
+        parent = parent_graph(second).compile(checkpointer=saver)
+        waiting = await parent.aget_state(config, subgraphs=True)
+        assert waiting.next == ("loop",)
+        inner = waiting.tasks[0].state
+        assert [s.result for s in inner.values["steps"]] == ["did A", "did B"]
+
+        output = await parent.ainvoke(None, config, durability="sync")
+
+    assert [p.splitlines()[1] for p in second.prompts] == ["Step 3/3: C"]
+    assert [s.result for s in output["result"].steps] == ["did A", "did B", "did C"]
+    assert output["answer"] == "completed: 3 steps"
+    # The loop wrote only `result`: the parent's own keys of the same names are untouched.
+    assert output["steps"] == ["parent's own"] and output["plan"] == "parent's own"
+    assert output["task"] == "Plan a trip"
+
+
+async def test_loop_events_reach_the_parent_stream(tmp_path: Path) -> None:
+    model = ScriptedChatModel(script=[plan_text("A", "B"), "did A", "did B"])
+    async with open_store(tmp_path / "runs.sqlite") as saver:
+        parent = parent_graph(model).compile(checkpointer=saver)
+        seen = [
+            (namespace, chunk)
+            async for namespace, chunk in parent.astream(
+                START_INPUT,
+                {"configurable": {"thread_id": "outer"}},
+                stream_mode="custom",
+                subgraphs=True,
+            )
+        ]
+    assert all(namespace[0].startswith("loop:") for namespace, _ in seen)
+    assert [chunk["event"] for _, chunk in seen] == [
+        events.PLAN_READY,
+        events.STEP_STARTED,
+        events.STEP_COMPLETE,
+        events.STEP_STARTED,
+        events.STEP_COMPLETE,
+        events.TASK_COMPLETE,
+    ]
+    assert seen[-1][1]["data"]["status"] == "completed"
+
+
+async def test_plan_review_inside_a_parent_is_answered_through_the_parent(tmp_path: Path) -> None:
+    model = ScriptedChatModel(script=[plan_text("A", "B"), "did B"])
+    config = {"configurable": {"thread_id": "outer"}}
+    async with open_store(tmp_path / "runs.sqlite") as saver:
+        parent = parent_graph(model, review_plan=True).compile(checkpointer=saver)
+        paused = await parent.ainvoke(START_INPUT, config)
+        assert paused["__interrupt__"][0].value["steps"] == ["A", "B"]
+        output = await parent.ainvoke(Command(resume=["B"]), config)
+    assert [s.description for s in output["result"].steps] == ["B"]
+    assert output["answer"] == "completed: 1 steps"
