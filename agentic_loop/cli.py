@@ -7,10 +7,12 @@ so `agentic-loop --help` answers at once.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -64,6 +66,9 @@ TimeoutOption = Annotated[
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     ascii = "ascii"
+    dot = "dot"
+    png = "png"
+    svg = "svg"
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -86,6 +91,10 @@ def run(
     db: DbOption = None,
     json_out: JsonOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
+    review: Annotated[
+        bool,
+        typer.Option("--review", help="Ask to approve, edit or reject the plan before it runs."),
+    ] = False,
 ) -> None:
     """Plan TASK into steps, run them with live progress, and print the summary."""
     if not task.strip():
@@ -93,7 +102,8 @@ def run(
     if max_steps < 0:
         _fail(f"--max-steps must be 0 (the default) or more, got {max_steps}")
     thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
-    _drive(thread_id, {"task": task, "max_steps": max_steps}, model, db, json_out, timeout)
+    graph_input = {"task": task, "max_steps": max_steps}
+    _drive(thread_id, graph_input, model, db, json_out, timeout, review=review)
 
 
 @app.command()
@@ -105,9 +115,17 @@ def resume(
     db: DbOption = None,
     json_out: JsonOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
+    from_step: Annotated[
+        int | None,
+        typer.Option(
+            "--from-step",
+            help="Run again from step K, keeping steps before it, as a new branch of the "
+            "run's history (the old branch stays; see `show --history`).",
+        ),
+    ] = None,
 ) -> None:
-    """Carry on a stopped run from its last finished step."""
-    _drive(thread_id, None, model, db, json_out, timeout)
+    """Carry on a stopped run from its last finished step, or run it again from a step."""
+    _drive(thread_id, None, model, db, json_out, timeout, from_step=from_step)
 
 
 @app.command()
@@ -140,6 +158,10 @@ def show(
     ],
     db: DbOption = None,
     json_out: JsonOption = False,
+    history: Annotated[
+        bool,
+        typer.Option("--history", help="List the run's checkpoints, on every branch."),
+    ] = False,
 ) -> None:
     """Print one stored run: its task, status, steps and results."""
     from agentic_loop.storage import load_run
@@ -147,6 +169,9 @@ def show(
     stored = _with_store(db, lambda saver: load_run(saver, thread_id))
     if stored is None:
         _unknown_thread(thread_id, db)
+    if history:
+        _show_history(stored, db, json_out)
+        return
     if json_out:
         payload = (
             stored.result.model_dump()
@@ -167,26 +192,45 @@ def show(
 @app.command()
 def graph(
     format: Annotated[
-        GraphFormat, typer.Option("--format", help="mermaid or ascii.")
+        GraphFormat,
+        typer.Option("--format", help="mermaid, ascii, dot (Graphviz source), png or svg."),
     ] = GraphFormat.mermaid,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write to (needed for png); default stdout."),
+    ] = None,
+    thread: Annotated[
+        str | None,
+        typer.Option("--thread", help="Draw this stored run's steps instead of the graph."),
+    ] = None,
+    db: DbOption = None,
+    review: Annotated[
+        bool,
+        typer.Option("--review", help="Draw the graph of `run --review`, with its review node."),
+    ] = False,
 ) -> None:
-    """Print the graph's shape."""
-    from langchain_core.runnables import RunnableLambda
-    from langchain_core.runnables.graph import Graph
+    """Draw the graph's shape, or with --thread a stored run's steps and their status.
 
-    from agentic_loop.graph import create_agentic_loop
+    png and svg are drawn on this machine by Graphviz's `dot`; nothing goes online.
+    """
+    from agentic_loop.drawing import DrawingError
 
-    # Drawing never calls the model, so any runnable stands in for it.
-    drawing = create_agentic_loop(RunnableLambda(lambda messages: messages)).get_graph()
-    if format is GraphFormat.mermaid:
-        typer.echo(drawing.draw_mermaid())
+    if format is GraphFormat.png and output is None:
+        _fail("png is binary and will not go to the terminal; pass a file with -o graph.png")
+    try:
+        picture = _draw_run(thread, db, format) if thread else _draw_graph(format, review)
+    except DrawingError as exc:
+        _fail(str(exc))
+    if output is None:
+        typer.echo(picture.decode() if isinstance(picture, bytes) else picture.rstrip("\n"))
         return
-    # The ASCII layout cannot draw an edge from a node to itself: list those below it.
-    loops = [edge for edge in drawing.edges if edge.source == edge.target]
-    others = [edge for edge in drawing.edges if edge.source != edge.target]
-    typer.echo(Graph(nodes=dict(drawing.nodes), edges=others).draw_ascii())
-    for edge in loops:
-        typer.echo(f"{edge.source} also loops back to itself")
+    data = picture if isinstance(picture, bytes) else picture.rstrip("\n").encode() + b"\n"
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    what = f"run {thread}" if thread else "graph"
+    _console().print(f"Wrote the {what} as {format.value} to {output}", highlight=False)
 
 
 def main() -> None:
@@ -216,6 +260,48 @@ def _with_store(db: Path | None, action: Any) -> Any:
         _fail(str(exc))
 
 
+def _draw_graph(format: GraphFormat, review: bool) -> str | bytes:
+    """The graph's shape in `format`; the ASCII drawing lists self-loops below it."""
+    from langchain_core.runnables.graph import Graph
+
+    from agentic_loop.drawing import graph_picture, render
+    from agentic_loop.graph import create_agentic_loop
+
+    compiled = create_agentic_loop(_stand_in_model(), review_plan=review)
+    drawing = compiled.get_graph()
+    if format is GraphFormat.mermaid:
+        return drawing.draw_mermaid()
+    if format is GraphFormat.ascii:
+        # The ASCII layout cannot draw an edge from a node to itself: list those below it.
+        loops = [edge for edge in drawing.edges if edge.source == edge.target]
+        others = [edge for edge in drawing.edges if edge.source != edge.target]
+        lines = [Graph(nodes=dict(drawing.nodes), edges=others).draw_ascii()]
+        lines += [f"{edge.source} also loops back to itself" for edge in loops]
+        return "\n".join(lines)
+    picture = graph_picture(compiled)
+    return picture.source if format is GraphFormat.dot else render(picture, _image(format))
+
+
+def _draw_run(thread_id: str, db: Path | None, format: GraphFormat) -> str | bytes:
+    """The stored run's steps in `format`: Mermaid, terminal text, or a Graphviz picture."""
+    from agentic_loop.drawing import render, run_mermaid, run_picture, run_text
+    from agentic_loop.storage import load_run
+
+    stored = _with_store(db, lambda saver: load_run(saver, thread_id))
+    if stored is None:
+        _unknown_thread(thread_id, db)
+    if format is GraphFormat.mermaid:
+        return run_mermaid(stored)
+    if format is GraphFormat.ascii:
+        return run_text(stored)
+    picture = run_picture(stored)
+    return picture.source if format is GraphFormat.dot else render(picture, _image(format))
+
+
+def _image(format: GraphFormat) -> Literal["png", "svg"]:
+    return "png" if format is GraphFormat.png else "svg"
+
+
 def _unknown_thread(thread_id: str, db: Path | None) -> NoReturn:
     _fail(f"no run with thread id {thread_id!r} in {_db_path(db)}; `agentic-loop runs` lists them")
 
@@ -227,11 +313,16 @@ def _drive(
     db: Path | None,
     json_out: bool,
     timeout: float,
+    *,
+    review: bool = False,
+    from_step: int | None = None,
 ) -> None:
-    """Start (`graph_input` given) or resume a run, show its progress, and exit with its status."""
+    """Start (`graph_input` given), resume, or re-run from a step, show progress, and exit
+    with the run's status."""
     from agentic_loop.storage import StoreError, load_run, open_store
 
     db_path = _db_path(db)
+    db_flag = f" --db {db_path}" if db else ""
     display = TerminalProgress(_console(stderr=json_out))
 
     async def go() -> tuple[AgenticResult, bool]:
@@ -246,10 +337,13 @@ def _drive(
             if graph_input is None:
                 if stored is None:
                     _unknown_thread(thread_id, db)
-                if stored.result is not None:
+                if stored.result is not None and from_step is None:
                     return stored.result, True
             spec = model_spec or (stored.model if stored else None)
-            result = await _stream(saver, thread_id, graph_input, spec, timeout, display)
+            with_review = review or (stored is not None and stored.review_plan)
+            result = await _stream(
+                saver, thread_id, graph_input, spec, timeout, display, with_review, from_step
+            )
             return result, False
 
     try:
@@ -258,19 +352,25 @@ def _drive(
         _fail(str(exc))
     except KeyboardInterrupt:
         display.stop()
-        db_flag = f" --db {db_path}" if db else ""
         _console(stderr=True).print(
             "\nStopped. Finished steps are stored; carry on with: "
             f"agentic-loop resume {thread_id}{db_flag}",
             highlight=False,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except EOFError:  # stdin ended before the plan review was answered
+        _fail(
+            "no answer to the plan review; the run waits for one: "
+            f"agentic-loop resume {thread_id}{db_flag}",
+            code=1,
+        )
     finally:
         display.stop()
 
     if already_finished:
         _console(stderr=json_out).print(
-            f"Run {thread_id} already finished ({result.status}); nothing to resume.",
+            f"Run {thread_id} already finished ({result.status}); nothing to resume. "
+            f"To run it again from step K: agentic-loop resume {thread_id} --from-step K",
             highlight=False,
         )
     _report(result, json_out)
@@ -283,19 +383,124 @@ async def _stream(
     model_spec: str | None,
     timeout: float,
     display: TerminalProgress,
+    review: bool,
+    from_step: int | None,
 ) -> AgenticResult:
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
+    from agentic_loop.history import fork_point
     from agentic_loop.models import load_model, model_spec_from_env, resolve_spec
     from agentic_loop.runner import stream_run
 
+    config: Any = {"configurable": {"thread_id": thread_id}}
+    if from_step is not None:  # checked before the model loads, so a bad step fails fast
+        shape = create_agentic_loop(_stand_in_model(), checkpointer=saver, review_plan=review)
+        point = await fork_point(shape, thread_id, from_step)
+        config["configurable"]["checkpoint_id"] = point.checkpoint_id
     spec = resolve_spec(model_spec or model_spec_from_env())
-    graph = create_agentic_loop(load_model(spec, timeout_s=timeout), checkpointer=saver)
+    graph = create_agentic_loop(
+        load_model(spec, timeout_s=timeout), checkpointer=saver, review_plan=review
+    )
     display.console.print(
         f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False
     )
-    config: Any = {"configurable": {"thread_id": thread_id}, "metadata": {"model": spec}}
-    return await stream_run(graph, graph_input, config, ProgressRelay(broadcaster=display))
+    if from_step is not None:
+        display.console.print(
+            f"Running again from step {from_step}, as a new branch; the earlier one stays "
+            f"in `agentic-loop show {thread_id} --history`.",
+            highlight=False,
+        )
+    config["metadata"] = {"model": spec, "review": review}
+    relay = ProgressRelay(broadcaster=display)
+    return await stream_run(
+        graph, graph_input, config, relay, review=_ask_review(display) if review else None
+    )
+
+
+def _stand_in_model() -> Any:
+    """A runnable in the model's place, for graphs that are drawn or read but never run."""
+    from langchain_core.runnables import RunnableLambda
+
+    return RunnableLambda(lambda messages: messages)
+
+
+def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
+    """Asks in the terminal whether to approve, edit or reject a plan."""
+
+    def ask(request: dict[str, Any]) -> Any:
+        display.stop()
+        console = display.console
+        if display.plan_shown != request["steps"]:
+            console.print(f"[bold]Plan[/] ({len(request['steps'])} steps)", highlight=False)
+            for number, step in enumerate(request["steps"], 1):
+                console.print(f"  {number}. {step}", highlight=False, markup=False)
+        if request.get("problem"):
+            console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
+        while True:
+            question = "Run this plan? [a]pprove, [e]dit, [r]eject (a): "
+            choice = console.input(question, markup=False)
+            choice = choice.strip().lower() or "a"
+            if choice in ("a", "approve", "y", "yes"):
+                return "approve"
+            if choice in ("e", "edit"):
+                console.print(
+                    f"Type the new steps (at most {request['max_steps']}), one per line; "
+                    "an empty line ends the list.",
+                    highlight=False,
+                )
+                steps: list[str] = []
+                while line := console.input(f"{len(steps) + 1}. ").strip():
+                    steps.append(_NUMBERING.sub("", line))
+                return steps
+            if choice in ("r", "reject", "n", "no"):
+                return {"action": "reject", "reason": console.input("Why? (optional): ")}
+            console.print("Answer a, e or r.", highlight=False)
+
+    return ask
+
+
+_NUMBERING = re.compile(r"^\d+[.)]\s*")
+
+
+def _show_history(stored: StoredRun, db: Path | None, json_out: bool) -> None:
+    from agentic_loop.graph import create_agentic_loop
+    from agentic_loop.history import run_history
+
+    async def read(saver: Any) -> Any:
+        shape = create_agentic_loop(
+            _stand_in_model(), checkpointer=saver, review_plan=stored.review_plan
+        )
+        return await run_history(shape, stored.thread_id)
+
+    checkpoints = _with_store(db, read)
+    if json_out:
+        rows = [
+            {key: value for key, value in vars(point).items() if key != "config"}
+            for point in checkpoints
+        ]
+        typer.echo(_to_json(rows))
+        return
+    from rich.table import Table
+
+    table = Table("", "source", "next", "steps done", "created (UTC)")
+    table.add_column("checkpoint", no_wrap=True)
+    for point in checkpoints:
+        table.add_row(
+            "●" if point.on_current_branch else "",
+            point.source,
+            ", ".join(point.next) or "(end)",
+            str(point.steps_done),
+            point.created_at[:19].replace("T", " "),
+            point.checkpoint_id,
+        )
+    console = _console()
+    console.print(f"[bold]{escape(stored.task)}[/] · thread {stored.thread_id}", highlight=False)
+    console.print(table)
+    console.print(
+        "● marks the current branch. Run again from step K with: "
+        f"agentic-loop resume {stored.thread_id} --from-step K",
+        highlight=False,
+    )
 
 
 def _report(result: AgenticResult, json_out: bool) -> None:
@@ -339,6 +544,7 @@ class TerminalProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.plan_shown: list[str] | None = None
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -350,7 +556,12 @@ class TerminalProgress:
             print_line(f"[bold]Plan[/] ({data['total']} steps)", highlight=False)
             for number, step in enumerate(data["steps"], 1):
                 print_line(f"  {number}. {step}", highlight=False, markup=False)
-            self._start_bar(data["total"])
+            self.plan_shown = data["steps"]
+        elif event == events.PLAN_REVIEWED:
+            print_line(f"Plan {data['review']}.", highlight=False)
+            if data["review"] == "edited":
+                for number, step in enumerate(data["steps"], 1):
+                    print_line(f"  {number}. {step}", highlight=False, markup=False)
         elif event == events.STEP_STARTED:
             print_line(
                 f"[cyan]→[/] step {data['step']}/{data['total']}: {escape(data['description'])}",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -17,6 +18,9 @@ from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep, Plan
 
 DB_ENV = "AGENTIC_LOOP_DB"
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
 
 
 class StoreError(Exception):
@@ -52,8 +56,8 @@ async def open_store(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
         raise StoreError(f"cannot open the run store {path}: {exc}") from exc
     try:
         # Deserialize only the types a run stores, whether or not LANGGRAPH_STRICT_MSGPACK is set.
-        allowed = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
-        saver = AsyncSqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=allowed))
+        serde = JsonPlusSerializer(allowed_msgpack_modules=ALLOWED_TYPES)
+        saver = AsyncSqliteSaver(conn, serde=serde)
         await saver.setup()  # creates the tables and turns on WAL
         # In WAL mode, synchronous=NORMAL keeps every commit when the process is killed;
         # only a power cut can lose the last few. It saves an fsync per checkpoint.
@@ -74,17 +78,23 @@ class StoredRun:
     thread_id: str
     task: str
     status: str
-    """`completed`, `partial` or `failed` once finished, else `unfinished`."""
+    """`completed`, `partial` or `failed` once finished; `awaiting review` while its plan
+    waits for a reviewer; else `unfinished`."""
     steps: list[AgenticStep]
     plan: list[str]
     updated_at: str
     model: str | None
     """The model spec the CLI ran it with, if it recorded one."""
+    review_plan: bool
+    """Whether the CLI ran it with plan review (its graph then has a `review` node)."""
     result: AgenticResult | None
 
 
-async def load_run(saver: AsyncSqliteSaver, thread_id: str) -> StoredRun | None:
-    """The run stored under `thread_id` in a store from `open_store`, or None if there is none."""
+async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
+    """The run stored under `thread_id` in a checkpointer (a store from `open_store`, an
+    `InMemorySaver`, ...), or None if there is none."""
+    # Allow the run's own types, whether or not the saver was set up for them.
+    saver = saver.with_allowlist(ALLOWED_TYPES)
     found = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
     if found is None:
         return None
@@ -93,14 +103,20 @@ async def load_run(saver: AsyncSqliteSaver, thread_id: str) -> StoredRun | None:
     result = values.get("result")
     if not isinstance(result, AgenticResult) or plan is None or result.task_id != plan.task_id:
         result = None  # unfinished, or the result of an earlier task on this thread
+    metadata = cast(dict[str, Any], found.metadata)
+    review_plan = bool(metadata.get("review"))
+    status: str = result.status if result else "unfinished"
+    if result is None and review_plan and plan and plan.review is None and not plan.error:
+        status = "awaiting review"
     return StoredRun(
         thread_id=thread_id,
         task=values.get("task", ""),
-        status=result.status if result else "unfinished",
+        status=status,
         steps=list(values.get("steps", [])),
         plan=plan.steps if plan else [],
         updated_at=found.checkpoint["ts"],
-        model=cast(dict[str, Any], found.metadata).get("model"),
+        model=metadata.get("model"),
+        review_plan=review_plan,
         result=result,
     )
 

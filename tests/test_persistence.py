@@ -103,3 +103,12 @@ async def test_run_agentic_loop_resumes_an_unfinished_thread() -> None:
     result = await run_agentic_loop("T", model=second, checkpointer=saver, thread_id="t")
     assert [s.result for s in result.steps] == ["did A", "did B"]
     assert len(second.prompts) == 1 and "Step 2/2: B" in second.prompts[0]
+
+
+async def test_load_run_reads_an_in_memory_saver_under_strict_msgpack() -> None:
+    saver = InMemorySaver()
+    model = ScriptedChatModel(script=[plan_text("A"), "did A"])
+    await run_agentic_loop("T", model=model, checkpointer=saver, thread_id="t")
+    stored = await load_run(saver, "t")
+    assert stored is not None and isinstance(stored.result, AgenticResult)
+    assert stored.plan == ["A"] and stored.status == "completed"
