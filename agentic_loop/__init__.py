@@ -12,7 +12,14 @@ if TYPE_CHECKING:
     from agentic_loop.graph import build_graph, create_agentic_loop
     from agentic_loop.models import load_model
     from agentic_loop.runner import run_agentic_loop
-    from agentic_loop.state import AgenticInput, AgenticOutput, AgenticResult, AgenticStep
+    from agentic_loop.state import (
+        AgenticInput,
+        AgenticOutput,
+        AgenticResult,
+        AgenticStep,
+        PlanReview,
+    )
+    from agentic_loop.tools import BackgroundRuns
 
 _EXPORTS = {
     "build_graph": "agentic_loop.graph",
@@ -23,6 +30,8 @@ _EXPORTS = {
     "AgenticOutput": "agentic_loop.state",
     "AgenticResult": "agentic_loop.state",
     "AgenticStep": "agentic_loop.state",
+    "PlanReview": "agentic_loop.state",
+    "BackgroundRuns": "agentic_loop.tools",
 }
 
 __all__ = [
@@ -30,6 +39,8 @@ __all__ = [
     "AgenticOutput",
     "AgenticResult",
     "AgenticStep",
+    "BackgroundRuns",
+    "PlanReview",
     "build_graph",
     "create_agentic_loop",
     "load_model",

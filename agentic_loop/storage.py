@@ -20,7 +20,7 @@ DB_ENV = "AGENTIC_LOOP_DB"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
+_ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
 
 
 class StoreError(Exception):
@@ -56,7 +56,7 @@ async def open_store(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
         raise StoreError(f"cannot open the run store {path}: {exc}") from exc
     try:
         # Deserialize only the types a run stores, whether or not LANGGRAPH_STRICT_MSGPACK is set.
-        serde = JsonPlusSerializer(allowed_msgpack_modules=ALLOWED_TYPES)
+        serde = JsonPlusSerializer(allowed_msgpack_modules=_ALLOWED_TYPES)
         saver = AsyncSqliteSaver(conn, serde=serde)
         await saver.setup()  # creates the tables and turns on WAL
         # In WAL mode, synchronous=NORMAL keeps every commit when the process is killed;
@@ -93,9 +93,10 @@ class StoredRun:
 async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
     """The run stored under `thread_id` in a checkpointer (a store from `open_store`, an
     `InMemorySaver`, ...), or None if there is none."""
-    # Allow the run's own types, whether or not the saver was set up for them.
-    saver = saver.with_allowlist(ALLOWED_TYPES)
-    found = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+    # A saver outside a compiled graph has no allowlist for the run's types under strict mode.
+    found = await saver.with_allowlist(_ALLOWED_TYPES).aget_tuple(
+        {"configurable": {"thread_id": thread_id}}
+    )
     if found is None:
         return None
     values: dict[str, Any] = found.checkpoint["channel_values"]

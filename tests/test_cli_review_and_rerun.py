@@ -60,9 +60,7 @@ def test_review_edit_runs_the_typed_steps(agentic_loop, server) -> None:
 
 
 def test_review_reject_ends_the_run_as_failed(agentic_loop, server) -> None:
-    done = agentic_loop(
-        "run", "Plan a trip", "--thread", "t", "--review", input="r\ntoo vague\n"
-    )
+    done = agentic_loop("run", "Plan a trip", "--thread", "t", "--review", input="r\ntoo vague\n")
     assert done.exit_code == 1
     assert "failed Plan rejected at review: too vague" in done.output
     assert asked_steps(server) == [None]

@@ -1,0 +1,397 @@
+"""Background runs and the plan_and_execute tools, with scripted models and an outer agent."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import re
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import ScriptedChatModel, plan_text
+from langchain.agents import create_agent
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import Field
+
+from agentic_loop import BackgroundRuns, events
+from agentic_loop.graph import create_agentic_loop
+from agentic_loop.runner import run_agentic_loop
+from agentic_loop.tools import RunFailed, UnknownRun
+
+RUN_ID = re.compile(r"bg-[0-9a-f]{8}")
+
+
+class GatedChatModel(ScriptedChatModel):
+    """Scripted, but call number `gate_at` waits until `gate` is set."""
+
+    gate_at: int
+    gate: asyncio.Event = Field(default_factory=asyncio.Event)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        if len(self.prompts) + 1 == self.gate_at:
+            await self.gate.wait()
+        return self._generate(messages, stop, **kw)
+
+
+class StuckChatModel(ScriptedChatModel):
+    """Its first call waits on a future only that call holds: a task nobody references
+    is then garbage, the pitfall the registry guards against."""
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kw: Any) -> ChatResult:
+        self.prompts.append(messages[-1].text)
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+
+class RecordingBroadcaster:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def broadcast(self, event: str, data: dict[str, Any]) -> None:
+        self.seen.append(event)
+
+
+class BrokenSaver(InMemorySaver):
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+
+def run_id_in(text: str) -> str:
+    [run_id] = set(RUN_ID.findall(text))
+    return run_id
+
+
+async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.001)
+
+
+def gated(gate_at: int = 3) -> GatedChatModel:
+    return GatedChatModel(
+        script=[plan_text("A", "B", "C"), "did A", "did B", "did C"], gate_at=gate_at
+    )
+
+
+@pytest.fixture
+async def closing():
+    """Registries made here are closed after the test, so no run outlives it."""
+    made: list[BackgroundRuns] = []
+
+    def make(graph: Any, **kw: Any) -> BackgroundRuns:
+        made.append(BackgroundRuns(graph, **kw))
+        return made[-1]
+
+    yield make
+    for runs in made:
+        await runs.aclose()
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+async def test_start_returns_at_once_and_progress_follows_the_run(closing) -> None:
+    model, broadcaster = gated(), RecordingBroadcaster()
+    runs = closing(create_agentic_loop(model), broadcaster=broadcaster)
+    run_id = await runs.start("Plan a trip")
+    assert RUN_ID.fullmatch(run_id)
+    first = runs.progress(run_id)
+    assert (first.state, first.task, first.steps_finished, first.position()) == (
+        "running",
+        "Plan a trip",
+        0,
+        "planning",
+    )
+
+    await until(lambda: runs.progress(run_id).current_step == 2)
+    await asyncio.sleep(0.01)  # the model holds step 2 until the gate opens
+    waiting = runs.progress(run_id)
+    assert waiting.state == "running"
+    assert (waiting.steps_planned, waiting.steps_finished) == (3, 1)
+    assert (waiting.position(), waiting.current_description) == ("step 2/3", "B")
+    assert waiting.last_outcome == "did A" and waiting.last_event == events.STEP_STARTED
+    assert len(model.prompts) == 2
+
+    model.gate.set()
+    result = await runs.wait(run_id, timeout=2)
+    done = runs.progress(run_id)
+    assert result.status == "completed" and result.thread_id == run_id
+    assert [s.result for s in result.steps] == ["did A", "did B", "did C"]
+    assert (done.state, done.steps_finished, done.current_step, done.result) == (
+        "completed",
+        3,
+        None,
+        result,
+    )
+    assert done.task_id == result.task_id
+    assert broadcaster.seen[0] == events.PLAN_READY and broadcaster.seen[-1] == events.TASK_COMPLETE
+    assert [r.run_id for r in runs.runs()] == [run_id]
+
+
+async def test_a_run_the_loop_itself_fails_is_a_result_not_an_error(closing) -> None:
+    model = ScriptedChatModel(script=[TimeoutError("model took too long")])
+    runs = closing(create_agentic_loop(model))
+    run_id = await runs.start("Plan a trip")
+    result = await runs.wait(run_id)
+    record = runs.progress(run_id)
+    assert (record.state, record.error, record.result) == ("failed", None, result)
+    assert record.last_outcome == "Planning failed: TimeoutError: model took too long"
+    assert record.last_event == events.TASK_COMPLETE
+
+
+async def test_wait_times_out_without_stopping_the_run(closing) -> None:
+    model = gated(gate_at=1)
+    runs = closing(create_agentic_loop(model))
+    run_id = await runs.start("Plan a trip")
+    with pytest.raises(TimeoutError, match=f"run {run_id} is still running"):
+        await runs.wait(run_id, timeout=0.01)
+    model.gate.set()
+    assert (await runs.wait(run_id, timeout=2)).status == "completed"
+
+
+async def test_cancel_keeps_finished_steps_under_the_run_id_and_resume_finishes() -> None:
+    saver, model = InMemorySaver(), gated()
+    graph = create_agentic_loop(model, checkpointer=saver)
+    runs = BackgroundRuns(graph)
+    run_id = await runs.start("Plan a trip")
+    await until(lambda: runs.progress(run_id).current_step == 2)
+
+    assert runs.cancel(run_id) is True
+    with pytest.raises(RunFailed, match=f"run {run_id} was cancelled"):
+        await runs.wait(run_id)
+    assert runs.progress(run_id).state == "cancelled"
+    assert runs.cancel(run_id) is False
+    stored = await graph.aget_state({"configurable": {"thread_id": run_id}})
+    assert [s.description for s in stored.values["steps"]] == ["A"]
+    assert stored.next == ("execute",)
+
+    model.gate.set()
+    resumed = await run_agentic_loop(
+        "Plan a trip", model=model, checkpointer=saver, thread_id=run_id
+    )
+    assert [s.result for s in resumed.steps] == ["did A", "did B", "did C"]
+    assert len(model.prompts) == 4  # step 1 was not asked again
+
+
+async def test_a_run_that_raises_is_recorded_logged_and_raised_by_wait(caplog, closing) -> None:
+    runs = closing(create_agentic_loop(ScriptedChatModel(script=[]), checkpointer=BrokenSaver()))
+    with caplog.at_level(logging.ERROR, logger="agentic_loop.tools"):
+        run_id = await runs.start("Plan a trip")
+        with pytest.raises(RunFailed, match=f"run {run_id} failed: OSError: disk full") as info:
+            await runs.wait(run_id)
+    assert isinstance(info.value.__cause__, OSError)
+    record = runs.progress(run_id)
+    assert (record.state, record.error, record.result) == ("error", "OSError: disk full", None)
+    [logged] = caplog.records
+    assert run_id in logged.getMessage() and "disk full" in logged.getMessage()
+    assert logged.exc_info is not None and logged.exc_info[0] is OSError
+
+
+async def test_registry_holds_its_tasks_against_garbage_collection(closing) -> None:
+    model = StuckChatModel(script=[])
+    runs = closing(create_agentic_loop(model))
+    run_id = await runs.start("Plan a trip")
+    await until(lambda: len(model.prompts) == 1)
+    [job] = [t for t in asyncio.all_tasks() if t.get_name() == run_id]
+    alive = weakref.ref(job)
+    del job
+    gc.collect()
+    assert alive() is not None and runs.progress(run_id).state == "running"
+    assert runs.cancel(run_id)
+    await asyncio.sleep(0)
+
+
+async def test_bad_arguments_and_unknown_ids(closing) -> None:
+    runs = closing(create_agentic_loop(ScriptedChatModel(script=[plan_text("A"), "a"])))
+    with pytest.raises(ValueError, match="task must be non-empty text"):
+        await runs.start("  ")
+    with pytest.raises(ValueError, match="max_steps must be 0 .* got -1"):
+        await runs.start("T", max_steps=-1)
+    assert runs.runs() == []
+
+    run_id = await runs.start("T")
+    for call in (runs.progress, runs.cancel, runs.forget, runs.wait):
+        with pytest.raises(UnknownRun, match=f"no background run 'bg-nope'; known runs: {run_id}"):
+            outcome = call("bg-nope")
+            if asyncio.iscoroutine(outcome):
+                await outcome
+    with pytest.raises(ValueError, match="still running"):
+        runs.forget(run_id)
+    await runs.wait(run_id)
+    runs.forget(run_id)
+    with pytest.raises(UnknownRun, match="known runs: none"):
+        runs.progress(run_id)
+
+
+async def test_aclose_cancels_what_still_runs() -> None:
+    runs = BackgroundRuns(create_agentic_loop(gated(gate_at=1)))
+    run_id = await runs.start("Plan a trip")
+    await runs.aclose()
+    assert runs.progress(run_id).state == "cancelled"
+
+
+# --- the tools -----------------------------------------------------------------------------
+
+
+async def test_tools_answer_in_text(closing) -> None:
+    model = gated()
+    runs = closing(create_agentic_loop(model))
+    tools = {t.name: t for t in runs.tools()}
+    assert list(tools) == ["plan_and_execute", "run_progress", "run_result", "cancel_run"]
+    assert "3 or more sequential steps" in tools["plan_and_execute"].description
+    assert tools["plan_and_execute"].args["max_steps"]["minimum"] == 0
+    assert "plan_and_execute returned" in tools["run_result"].args["run_id"]["description"]
+
+    started = await tools["plan_and_execute"].ainvoke({"task": "Plan a trip"})
+    run_id = run_id_in(started)
+    assert "in the background" in started and "run_progress" in started
+    await until(lambda: runs.progress(run_id).current_step == 2)
+
+    progress = await tools["run_progress"].ainvoke({"run_id": run_id})
+    assert progress == (
+        f"Run {run_id}: running, step 2/3: B (1 of 3 steps finished).\nLatest result: did A"
+    )
+    assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} is still running (step 2/3); call run_result again later."
+    )
+
+    model.gate.set()
+    await runs.wait(run_id)
+    assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} completed: Plan a trip: Completed 3/3 steps.\n"
+        "Step 1 [completed] A: did A\n"
+        "Step 2 [completed] B: did B\n"
+        "Step 3 [completed] C: did C"
+    )
+    assert await tools["run_progress"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id}: completed, 3/3 steps finished.\nLatest result: did C"
+    )
+    assert await tools["cancel_run"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} had already ended (completed)."
+    )
+
+
+async def test_cancel_run_tool_and_a_failed_run_in_text(closing) -> None:
+    runs = closing(create_agentic_loop(gated(gate_at=1)))
+    tools = {t.name: t for t in runs.tools()}
+    run_id = run_id_in(await tools["plan_and_execute"].ainvoke({"task": "T"}))
+    assert await tools["cancel_run"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} is cancelled (0/0 steps finished)."
+    )
+    assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} ended without a result (cancelled)."
+    )
+
+    broken = closing(create_agentic_loop(ScriptedChatModel(script=[]), checkpointer=BrokenSaver()))
+    [plan_and_execute, run_progress, run_result, _] = broken.tools()
+    failed = run_id_in(await plan_and_execute.ainvoke({"task": "T"}))
+    with pytest.raises(RunFailed):
+        await broken.wait(failed)
+    assert await run_progress.ainvoke({"run_id": failed}) == (
+        f"Run {failed}: error, 0/0 steps finished.\nError: OSError: disk full"
+    )
+    assert await run_result.ainvoke({"run_id": failed}) == (
+        f"Run {failed} ended without a result (error: OSError: disk full)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "expected"),
+    [
+        ("run_progress", {"run_id": "bg-nope"}, "No background run 'bg-nope'; known runs: none"),
+        ("run_result", {"run_id": "bg-nope"}, "No background run 'bg-nope'"),
+        ("cancel_run", {"run_id": "bg-nope"}, "No background run 'bg-nope'"),
+        ("plan_and_execute", {"task": " "}, "Task must be non-empty text, got ' '"),
+        ("plan_and_execute", {"task": "T", "max_steps": -1}, "Invalid arguments (max_steps: "),
+        ("run_progress", {}, "Invalid arguments (run_id: Field required)"),
+    ],
+)
+async def test_tool_errors_come_back_as_text(name, arguments, expected, closing) -> None:
+    runs = closing(create_agentic_loop(ScriptedChatModel(script=[])))
+    tool = {t.name: t for t in runs.tools()}[name]
+    answer = await tool.ainvoke(arguments)
+    assert answer.startswith(expected) and answer.endswith("call again.")
+    assert runs.runs() == []
+
+
+# --- an outer agent --------------------------------------------------------------------------
+
+
+class OuterChatModel(FakeMessagesListChatModel):
+    """A chat agent's model: call k answers `replies[k](messages)`."""
+
+    responses: list[BaseMessage] = Field(default_factory=list)
+    replies: list[Callable[[list[BaseMessage]], AIMessage]]
+    calls: int = 0
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(**kwargs)
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kw: Any) -> ChatResult:
+        self.calls += 1
+        reply = self.replies[self.calls - 1](messages)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+class PromptsSeen(AsyncCallbackHandler):
+    """Records the last message of every chat model call its run reaches."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    async def on_chat_model_start(self, serialized: Any, messages: Any, **kw: Any) -> None:
+        self.prompts.append(messages[0][-1].text)
+
+
+def tool_call(name: str, args: dict[str, Any], call_id: str) -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id}])
+
+
+async def test_outer_agent_starts_a_background_run_and_reads_its_result(closing) -> None:
+    inner = gated(gate_at=1)
+    graph = create_agentic_loop(inner, checkpointer=InMemorySaver())
+    runs = closing(graph, result_wait_s=2.0)
+    seen_while_starting: list[str] = []
+
+    def ask_for_result(messages: list[BaseMessage]) -> AIMessage:
+        run_id = run_id_in(messages[-1].text)
+        seen_while_starting.append(runs.progress(run_id).state)
+        inner.gate.set()  # the loop was blocked on its plan while the agent went on
+        return tool_call("run_result", {"run_id": run_id}, "call-2")
+
+    outer = OuterChatModel(
+        replies=[
+            lambda _: tool_call("plan_and_execute", {"task": "Plan a trip"}, "call-1"),
+            ask_for_result,
+            lambda messages: AIMessage(f"All done. {messages[-1].text.splitlines()[0]}"),
+        ]
+    )
+    agent = create_agent(model=outer, tools=runs.tools(), checkpointer=InMemorySaver())
+    agent_callbacks = PromptsSeen()
+    out = await agent.ainvoke(
+        {"messages": [HumanMessage("Plan my trip, step by step")]},
+        {"configurable": {"thread_id": "chat"}, "callbacks": [agent_callbacks]},
+    )
+
+    started, result = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+    run_id = run_id_in(started.text)
+    assert "in the background" in started.text
+    assert seen_while_starting == ["running"]
+    assert result.text.startswith(f"Run {run_id} completed: Plan a trip: Completed 3/3 steps.")
+    assert out["messages"][-1].text == (
+        f"All done. Run {run_id} completed: Plan a trip: Completed 3/3 steps."
+    )
+    assert "Plan a trip" in inner.prompts[0] and "Step 3/3: C" in inner.prompts[3]
+    # The run is not part of the agent's tool call: its own thread, none of its callbacks.
+    assert len(agent_callbacks.prompts) == 3 and inner.prompts[0] not in agent_callbacks.prompts
+    stored = await graph.aget_state({"configurable": {"thread_id": run_id}})
+    assert stored.values["result"].status == "completed"
