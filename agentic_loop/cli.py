@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agentic_loop.events import one_line
 from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV, SPEC_HELP
 from agentic_loop.settings import MAX_STEPS_ENV
 
@@ -143,7 +144,7 @@ def runs(db: DbOption = None) -> None:
     for item in stored:
         table.add_row(
             item.thread_id,
-            _clip(item.task, 60),
+            one_line(item.task, 60),
             item.status,
             f"{len(item.steps)}/{len(item.plan)}",
             item.updated_at[:19].replace("T", " "),
@@ -575,7 +576,9 @@ class TerminalProgress:
                 events.STEP_FAILED: "[red]✗ failed[/]",
             }[event]
             detail = data.get("result") or data.get("adaptation") or data.get("error") or ""
-            print_line(f"{mark} step {data['step']}: {escape(_clip(detail, 100))}", highlight=False)
+            print_line(
+                f"{mark} step {data['step']}: {escape(one_line(detail, 100))}", highlight=False
+            )
             if self._bar is not None and self._task is not None:
                 self._bar.update(self._task, completed=data["step"])
         elif event == events.TASK_COMPLETE:
@@ -605,11 +608,6 @@ class TerminalProgress:
 def _console(stderr: bool = False) -> Console:
     # soft_wrap: a message stays one line however narrow the terminal (or pipe) is.
     return Console(stderr=stderr, soft_wrap=True)
-
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _to_json(payload: Any) -> str:

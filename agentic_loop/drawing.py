@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 import graphviz
 
+from agentic_loop.events import one_line
+
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
 
@@ -213,9 +215,7 @@ def duration_bar(ms: int, slowest: int, width: int = BAR_WIDTH) -> str:
 
 
 def _clip(text: str, limit: int = LABEL_CHARS) -> str:
-    """`text` on one line, cut to `limit` characters with an ellipsis."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _total_ms(run: StoredRun) -> int:

@@ -27,6 +27,12 @@ PREVIEW_CHARS = 200
 """Results in event payloads are cut to this many characters (summaries to 300)."""
 
 
+def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis: a preview for displays."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ProgressEvent(TypedDict):
     """One item of the graph's custom stream."""
 

@@ -343,7 +343,7 @@ def _progress_text(record: RunRecord) -> str:
     if record.error:
         text += f"\nError: {record.error}"
     elif record.last_outcome:
-        text += f"\nLatest result: {_one_line(record.last_outcome)}"
+        text += f"\nLatest result: {events.one_line(record.last_outcome)}"
     return text
 
 
@@ -358,12 +358,7 @@ def _result_text(record: RunRecord) -> str:
         return f"Run {record.run_id} ended without a result ({record.state}{reason})."
     lines = [f"Run {record.run_id} {record.result.status}: {record.result.summary}"]
     lines += [
-        f"Step {step.step_num} [{step.status}] {step.description}: {_one_line(step.result)}"
+        f"Step {step.step_num} [{step.status}] {step.description}: {events.one_line(step.result)}"
         for step in record.result.steps
     ]
     return "\n".join(lines)
-
-
-def _one_line(text: str, limit: int = events.PREVIEW_CHARS) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ScriptedChatModel, plan_text
+from conftest import BlockingAt, ScriptedChatModel, plan_text
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
@@ -34,18 +34,6 @@ runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class HangsAt(ScriptedChatModel):
-    """Scripted, but the call numbered `hang_at` (from 1) never returns."""
-
-    hang_at: int = 0
-
-    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
-        if len(self.prompts) + 1 == self.hang_at:
-            self.prompts.append(messages[-1].text)
-            await asyncio.Event().wait()
-        return self._generate(messages, stop, run_manager, **kwargs)
-
-
 async def store_runs(db: Path) -> None:
     """Thread `mixed`: steps completed, adapted, failed, completed.
     Thread `stopped`: step 1 completed, then stopped while step 2 ran."""
@@ -60,7 +48,7 @@ async def store_runs(db: Path) -> None:
             "packed",
         ]
     )
-    stopped = HangsAt(script=[plan_text("A", "B", "C"), "did A"], hang_at=3)
+    stopped = BlockingAt(script=[plan_text("A", "B", "C"), "did A"], block_at=3)
     async with open_store(db) as saver:
         await run_agentic_loop("Weekend trip", model=mixed, checkpointer=saver, thread_id="mixed")
         run = asyncio.create_task(
