@@ -167,12 +167,12 @@ def show(
     """Print one stored run: its task, status, steps and results."""
     from agentic_loop.storage import load_run
 
+    if history:
+        _show_history(thread_id, db, json_out)
+        return
     stored = _with_store(db, lambda saver: load_run(saver, thread_id))
     if stored is None:
         _unknown_thread(thread_id, db)
-    if history:
-        _show_history(stored, db, json_out)
-        return
     if json_out:
         payload = (
             stored.result.model_dump()
@@ -432,9 +432,7 @@ def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
         display.stop()
         console = display.console
         if display.plan_shown != request["steps"]:
-            console.print(f"[bold]Plan[/] ({len(request['steps'])} steps)", highlight=False)
-            for number, step in enumerate(request["steps"], 1):
-                console.print(f"  {number}. {step}", highlight=False, markup=False)
+            display.show_plan(request["steps"])
         if request.get("problem"):
             console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
         while True:
@@ -463,17 +461,23 @@ def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
 _NUMBERING = re.compile(r"^\d+[.)]\s*")
 
 
-def _show_history(stored: StoredRun, db: Path | None, json_out: bool) -> None:
+def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
     from agentic_loop.graph import create_agentic_loop
     from agentic_loop.history import run_history
+    from agentic_loop.storage import load_run
 
     async def read(saver: Any) -> Any:
+        stored = await load_run(saver, thread_id)
+        if stored is None:
+            return None, []
         shape = create_agentic_loop(
             _stand_in_model(), checkpointer=saver, review_plan=stored.review_plan
         )
-        return await run_history(shape, stored.thread_id)
+        return stored, await run_history(shape, thread_id)
 
-    checkpoints = _with_store(db, read)
+    stored, checkpoints = _with_store(db, read)
+    if stored is None:
+        _unknown_thread(thread_id, db)
     if json_out:
         rows = [
             {key: value for key, value in vars(point).items() if key != "config"}
@@ -554,15 +558,11 @@ class TerminalProgress:
 
         print_line = self._bar.console.print if self._bar else self.console.print
         if event == events.PLAN_READY:
-            print_line(f"[bold]Plan[/] ({data['total']} steps)", highlight=False)
-            for number, step in enumerate(data["steps"], 1):
-                print_line(f"  {number}. {step}", highlight=False, markup=False)
-            self.plan_shown = data["steps"]
+            self.show_plan(data["steps"])
         elif event == events.PLAN_REVIEWED:
             print_line(f"Plan {data['review']}.", highlight=False)
             if data["review"] == "edited":
-                for number, step in enumerate(data["steps"], 1):
-                    print_line(f"  {number}. {step}", highlight=False, markup=False)
+                self.show_plan(data["steps"], heading=False)
         elif event == events.STEP_STARTED:
             print_line(
                 f"[cyan]→[/] step {data['step']}/{data['total']}: {escape(data['description'])}",
@@ -583,6 +583,14 @@ class TerminalProgress:
                 self._bar.update(self._task, completed=data["step"])
         elif event == events.TASK_COMPLETE:
             self.stop()
+
+    def show_plan(self, steps: list[str], heading: bool = True) -> None:
+        print_line = self._bar.console.print if self._bar else self.console.print
+        if heading:
+            print_line(f"[bold]Plan[/] ({len(steps)} steps)", highlight=False)
+        for number, step in enumerate(steps, 1):
+            print_line(f"  {number}. {step}", highlight=False, markup=False)
+        self.plan_shown = steps
 
     def _start_bar(self, total: int, completed: int = 0) -> None:
         if self._bar is not None:
