@@ -8,6 +8,7 @@ that raises is logged and never changes the run.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypedDict
@@ -21,6 +22,8 @@ STEP_STARTED = "agentic.step_started"
 STEP_COMPLETE = "agentic.step_complete"
 STEP_ADAPTED = "agentic.step_adapted"
 STEP_FAILED = "agentic.step_failed"
+TOOL_CALLED = "agentic.tool_called"
+TOOL_RESULT = "agentic.tool_result"
 TASK_COMPLETE = "agentic.task_complete"
 
 PREVIEW_CHARS = 200
@@ -38,6 +41,32 @@ class ProgressEvent(TypedDict):
 
     event: str
     data: dict[str, Any]
+
+
+def tool_called(task_id: str, step: int, tool: str, args: dict[str, Any]) -> ProgressEvent:
+    """A step is about to call `tool` (or to ask a reviewer whether it may)."""
+    preview = one_line(json.dumps(args, ensure_ascii=False, default=str))
+    return {
+        "event": TOOL_CALLED,
+        "data": {"task_id": task_id, "step": step, "tool": tool, "args": preview},
+    }
+
+
+def tool_result(
+    task_id: str, step: int, tool: str, result: str, status: str, duration_ms: int
+) -> ProgressEvent:
+    """What a tool call gave back: `status` is `success`, `error` or `refused`."""
+    return {
+        "event": TOOL_RESULT,
+        "data": {
+            "task_id": task_id,
+            "step": step,
+            "tool": tool,
+            "result": one_line(result),
+            "status": status,
+            "duration_ms": duration_ms,
+        },
+    }
 
 
 class Broadcaster(Protocol):

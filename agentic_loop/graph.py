@@ -1,25 +1,37 @@
-"""How the nodes connect: plan (then, if asked, review), then execute step by step,
+"""How the nodes connect: plan (then, if asked, review), then execute step by step, a step
+going back and forth through call_tool (and approve_tools) while its model calls tools,
 adapting failures, then summarise."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from agentic_loop.nodes import adapt, execute, plan, review, summarise
+from agentic_loop.nodes import (
+    adapt,
+    call_tool_node,
+    execute,
+    plan,
+    review,
+    summarise,
+)
+from agentic_loop.nodes.approve_tools import approve_tools as approve_tool_calls
 from agentic_loop.routes import (
+    ExecuteRoute,
     route_after_adapt,
     route_after_execute,
     route_after_plan,
     route_after_review,
 )
-from agentic_loop.settings import Settings, default_max_steps
+from agentic_loop.settings import DEFAULT_MAX_TOOL_CALLS, Settings, default_max_steps
 from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState
 
 
@@ -30,6 +42,9 @@ def build_graph(
     recent_results: int = 2,
     result_chars: int = 200,
     review_plan: bool = False,
+    tools: Sequence[BaseTool | Callable[..., Any]] = (),
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+    approve_tools: bool | Sequence[str] = False,
 ) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
     add to a bigger graph as one node: it reads `task` (and `max_steps`) and writes only
@@ -38,7 +53,26 @@ def build_graph(
 
     `review_plan=True` adds a `review` node that pauses the run with `interrupt()` once
     the plan is made (see `agentic_loop.state.PlanReview` for the answers it takes); it
-    needs a checkpointer."""
+    needs a checkpointer.
+
+    `tools` (LangChain tools, or plain functions with docstrings) make each step a small
+    tool-using agent: the model may call them, sees each result, and ends the step with a
+    reply that calls none. A step may make at most `max_tool_calls` calls; past that it
+    fails and is adapted. Calls of the tools named in `approve_tools` (`True`: every tool)
+    pause with `interrupt()` for a reviewer (see `agentic_loop.state.ToolApproval`)."""
+    step_tools = tuple(
+        tool if isinstance(tool, BaseTool) else StructuredTool.from_function(tool) for tool in tools
+    )
+    if approve_tools is True:
+        approve = frozenset(tool.name for tool in step_tools)
+    elif approve_tools is False:
+        approve = frozenset()
+    elif isinstance(approve_tools, str):
+        raise ValueError(
+            f"approve_tools must be True or a list of tool names, got {approve_tools!r}"
+        )
+    else:
+        approve = frozenset(approve_tools)
     settings = Settings(
         model=model,
         max_steps=max_steps or default_max_steps(),
@@ -46,10 +80,19 @@ def build_graph(
         result_chars=result_chars,
         context_window=getattr(model, "context_window", None),
         reply_tokens=getattr(model, "max_tokens", 0) or 0,
+        tools=step_tools,
+        max_tool_calls=max_tool_calls,
+        approve_tools=approve,
     )
     builder = StateGraph(AgenticState, input_schema=AgenticInput, output_schema=AgenticOutput)
     builder.add_node("plan", partial(plan, settings=settings))
     builder.add_node("execute", partial(execute, settings=settings))
+    builder.add_node("call_tool", call_tool_node(settings))
+    builder.add_node(
+        "approve_tools",
+        partial(approve_tool_calls, settings=settings),
+        destinations=("call_tool", "execute"),
+    )
     builder.add_node("adapt", partial(adapt, settings=settings))
     builder.add_node("summarise", summarise)
     builder.add_edge(START, "plan")
@@ -59,7 +102,12 @@ def build_graph(
         builder.add_conditional_edges("review", route_after_review)
     else:
         builder.add_conditional_edges("plan", route_after_plan)
-    builder.add_conditional_edges("execute", route_after_execute)
+    builder.add_conditional_edges(
+        "execute",
+        partial(route_after_execute, approve=settings.approve_tools),
+        list(get_args(ExecuteRoute)),
+    )
+    builder.add_edge("call_tool", "execute")
     builder.add_conditional_edges("adapt", route_after_adapt)
     builder.add_edge("summarise", END)
     return builder

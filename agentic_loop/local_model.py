@@ -101,6 +101,10 @@ class LocalChatModel(BaseChatModel):
             len(llama.tokenize(m.text.encode(), add_bos=False)) + _TEMPLATE_TOKENS for m in messages
         )
 
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        # At 135M parameters the model does not follow a tool-calling format reliably.
+        raise NotImplementedError("the embedded model (SmolLM2-135M) cannot call tools")
+
     @property
     def _llm_type(self) -> str:
         return "llama-cpp-smollm2"

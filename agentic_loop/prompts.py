@@ -29,16 +29,26 @@ def plan_messages(task: str, max_steps: int) -> list[BaseMessage]:
 
 
 def step_messages(
-    task: str, step_num: int, total: int, description: str, recent: Sequence[str]
+    task: str,
+    step_num: int,
+    total: int,
+    description: str,
+    recent: Sequence[str],
+    tools: Sequence[str] = (),
 ) -> list[BaseMessage]:
     progress = "\n".join(recent) if recent else "(none yet)"
+    ask = "Carry out this step and report what you did."
+    if tools:
+        ask = (
+            f"Carry out this step. You may call these tools: {', '.join(tools)}. "
+            "When the step is done, reply without a tool call, reporting what you found or did."
+        )
     return [
         SystemMessage(SYSTEM),
         HumanMessage(
             f"Task: {task}\n"
             f"Step {step_num}/{total}: {description}\n"
-            f"Recent progress:\n{progress}\n\n"
-            "Carry out this step and report what you did."
+            f"Recent progress:\n{progress}\n\n{ask}"
         ),
     ]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
@@ -22,12 +23,30 @@ from agentic_loop.events import (
 )
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model, model_spec_from_env
+from agentic_loop.settings import DEFAULT_MAX_TOOL_CALLS
 from agentic_loop.state import AgenticResult
 
 ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 """`review(request)`, sync or async, gets the plan a run paused on (`task`, `steps`,
 `max_steps`, and `problem` when its last answer was unreadable) and returns the answer:
 `"approve"`, a list of steps to run instead, or a `PlanReview` dict."""
+
+ApprovalHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+"""`approve(request)`, sync or async, gets a tool call waiting for approval (`tool`,
+`args`, `step`, `description`, and `problem` when its last answer was unreadable) and
+returns the answer: `"approve"`, `"reject"`, or a `ToolApproval` dict."""
+
+
+class AwaitingAnswer(RuntimeError):
+    """The run paused for a plan review or a tool approval that nobody can answer here."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        what = "a tool call" if request.get("kind") == "tool_approval" else "its plan"
+        super().__init__(
+            f"the run waits for {what} to be reviewed; resume it with Command(resume=...) "
+            "or pass a handler that answers"
+        )
 
 
 async def run_agentic_loop(
@@ -42,6 +61,10 @@ async def run_agentic_loop(
     broadcaster: Broadcaster | None = None,
     review: ReviewHandler | None = None,
     durability: Durability = "sync",
+    tools: Sequence[BaseTool | Callable[..., Any]] = (),
+    approve_tools: bool | Sequence[str] = False,
+    approve: ApprovalHandler | None = None,
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
 ) -> AgenticResult:
     """Plan `task` into steps, run them one by one, adapt failures, and summarise.
 
@@ -55,17 +78,26 @@ async def run_agentic_loop(
     edit or reject it before any step runs (an in-memory checkpointer is used if none is
     given). The model defaults to `AGENTIC_LOOP_MODEL`, else `auto` (see
     `agentic_loop.models.resolve_spec`).
+
+    With `tools`, each step may call them (at most `max_tool_calls` times); calls of the
+    tools named in `approve_tools` (`True`: all) wait for `approve(request)` to approve,
+    edit or reject them.
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
     if max_steps < 0:
         raise ValueError(f"max_steps must be 0 (the default) or more, got {max_steps}")
-    if review is not None and checkpointer is None:
+    if approve_tools and approve is None:
+        raise ValueError("approve_tools needs an `approve` handler to answer the approvals")
+    if (review is not None or approve_tools) and checkpointer is None:
         checkpointer = InMemorySaver()  # a paused graph needs somewhere to wait
     graph = create_agentic_loop(
         model if model is not None else load_model(model_spec_from_env()),
         checkpointer=checkpointer,
         review_plan=review is not None,
+        tools=tools,
+        approve_tools=approve_tools,
+        max_tool_calls=max_tool_calls,
     )
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}"}
@@ -83,7 +115,7 @@ async def run_agentic_loop(
                 return AgenticResult.model_validate(stored["result"])
             graph_input = None  # carry on from the last stored node
     relay = ProgressRelay(on_progress, broadcaster)
-    return await stream_run(graph, graph_input, config, relay, durability, review)
+    return await stream_run(graph, graph_input, config, relay, durability, review, approve)
 
 
 async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
@@ -104,9 +136,11 @@ async def stream_run(
     relay: ProgressRelay,
     durability: Durability = "sync",
     review: ReviewHandler | None = None,
+    approve: ApprovalHandler | None = None,
 ) -> AgenticResult:
-    """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams
-    and answering a plan review with `review`."""
+    """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams,
+    answering a plan review with `review` and a tool approval with `approve`. Raises
+    `AwaitingAnswer` if the run pauses for one of them and its handler is missing."""
     while True:
         result: AgenticResult | None = None
         request: dict[str, Any] | None = None
@@ -129,12 +163,11 @@ async def stream_run(
             raise RuntimeError(
                 "the run stopped before its summary; resume it with the same thread_id"
             )
-        if review is None:
-            raise RuntimeError(
-                "the run waits for its plan to be reviewed; resume it with "
-                "Command(resume=...) or pass a review handler"
-            )
-        answer = review(request)
+        # Plan reviews stored before tool approvals existed have no "kind".
+        handler = approve if request.get("kind") == "tool_approval" else review
+        if handler is None:
+            raise AwaitingAnswer(request)
+        answer = handler(request)
         if inspect.isawaitable(answer):
             answer = await answer
         graph_input = Command(resume=answer)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaults
     from langchain_core.messages import BaseMessage
     from langchain_core.runnables import Runnable
+    from langchain_core.tools import BaseTool
 
 DEFAULT_MAX_STEPS = 10
+DEFAULT_MAX_TOOL_CALLS = 8
 MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
 
 
@@ -40,6 +42,14 @@ class Settings:
     `reply_tokens`. The model must count tokens (`get_num_tokens_from_messages`)."""
     reply_tokens: int = 0
     """Room kept in the context window for the model's reply."""
+    tools: tuple[BaseTool, ...] = ()
+    """What a step may call; without tools a step is one model call."""
+    step_model: Runnable = field(init=False)
+    """`model` with `tools` bound, for the calls of a step; `model` itself without tools."""
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+    """Most tool calls one step may make; past it the step fails and is adapted."""
+    approve_tools: frozenset[str] = frozenset()
+    """Names of the tools whose calls wait for a reviewer's approval."""
 
     def __post_init__(self) -> None:
         from langchain_core.runnables import Runnable
@@ -54,6 +64,34 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.recent_results < 0:
             raise ValueError(f"recent_results must be 0 or more, got {self.recent_results}")
+        if self.max_tool_calls < 1:
+            raise ValueError(f"max_tool_calls must be at least 1, got {self.max_tool_calls}")
+        object.__setattr__(self, "step_model", self._bind_tools())
+
+    def _bind_tools(self) -> Runnable:
+        if not self.tools:
+            return self.model
+        names = [tool.name for tool in self.tools]
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"two tools share the name {twice[0]!r}; tool names must be unique")
+        unknown = sorted(self.approve_tools - set(names))
+        if unknown:
+            raise ValueError(
+                f"approve_tools names {unknown[0]!r}, which is not one of the tools: "
+                f"{', '.join(names)}"
+            )
+        bind = getattr(self.model, "bind_tools", None)
+        try:
+            if bind is None:
+                raise NotImplementedError
+            return cast("Runnable", bind(list(self.tools)))
+        except NotImplementedError as exc:
+            reason = str(exc) or f"the model {type(self.model).__name__} cannot call tools"
+            raise ValueError(
+                f"{reason}; use a chat model that calls tools (for example "
+                "--model ollama:llama3.2), or run without tools"
+            ) from None
 
     def fit(self, build: Callable[[int | None], list[BaseMessage]]) -> list[BaseMessage]:
         """The prompt `build(limit)` makes, where `limit` cuts each text the prompt carries

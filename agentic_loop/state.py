@@ -5,12 +5,25 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Literal, NotRequired, Required
 
-from pydantic import BaseModel, Field
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, Field, JsonValue
 from typing_extensions import TypedDict
 
 StepStatus = Literal["completed", "adapted", "failed"]
+ToolCallStatus = Literal["success", "error", "refused"]
 RunStatus = Literal["completed", "partial", "failed"]
 ReviewOutcome = Literal["approved", "edited", "rejected"]
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call a step made, and what came of it."""
+
+    tool: str
+    args: dict[str, JsonValue] = Field(description="The arguments it ran with (after any edit).")
+    result: str = Field(description="What the tool returned, or the error the model was shown.")
+    status: ToolCallStatus = Field(description="`refused` when a reviewer rejected the call.")
+    duration_ms: int = Field(ge=0)
 
 
 class AgenticStep(BaseModel):
@@ -21,6 +34,9 @@ class AgenticStep(BaseModel):
     result: str = Field(description="What the model reported, or why the step failed.")
     status: StepStatus
     duration_ms: int = Field(ge=0)
+    tool_calls: list[ToolCallRecord] = Field(
+        default_factory=list, description="The step's tool calls, in the order they were asked."
+    )
 
 
 class AgenticResult(BaseModel):
@@ -55,8 +71,16 @@ class Plan(BaseModel):
     )
 
 
+class StepStart(BaseModel):
+    """The step in progress: set when its first model call is made, cleared when it ends."""
+
+    step_num: int = Field(ge=1)
+    started_at: float = Field(description="Wall-clock start of the step (seconds since epoch).")
+
+
 class StepFailure(BaseModel):
-    """A step whose model call raised, waiting for `adapt` to try another way."""
+    """A step whose model call raised (or that made too many tool calls), waiting for
+    `adapt` to try another way."""
 
     step_num: int = Field(ge=1)
     error: str
@@ -75,6 +99,20 @@ class PlanReview(TypedDict, total=False):
     """For `edit`: the steps to run instead, at most the plan's `max_steps`."""
     reason: str
     """For `reject`: why, for the summary."""
+
+
+class ToolApproval(TypedDict, total=False):
+    """A reviewer's answer to a tool call waiting for approval, passed as
+    `Command(resume=...)`.
+
+    Shorter forms mean the same: `"approve"` or `True`; `"reject"` or `False`.
+    """
+
+    action: Required[Literal["approve", "edit", "reject"]]
+    args: dict[str, JsonValue]
+    """For `edit`: the arguments to call the tool with instead."""
+    reason: str
+    """For `reject`: why, for the model."""
 
 
 class AgenticInput(TypedDict):
@@ -102,7 +140,12 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     """Finished steps, in order; the next step to run is `len(steps) + 1`."""
     failure: StepFailure | None
     """The current step's failed call, set by `execute` and cleared by `adapt`."""
+    current: StepStart | None
+    """The step in progress, while its model and tool calls go back and forth."""
+    messages: Annotated[list[AnyMessage], add_messages]
+    """The current step's conversation: its prompt, the model's turns and the tool results.
+    Emptied when the step ends."""
 
 
-STORED_TYPES = (AgenticStep, AgenticResult, Plan, StepFailure)
+STORED_TYPES = (AgenticStep, AgenticResult, Plan, StepFailure, StepStart, ToolCallRecord)
 """The models that checkpoints hold; readers outside a compiled graph allow exactly these."""

@@ -6,9 +6,11 @@ import time
 from typing import Any
 
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
+from agentic_loop.nodes.call_tool import tool_call_records
 from agentic_loop.parsing import clean_reply
 from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStatus
@@ -62,6 +64,7 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
         result=result,
         status=status,
         duration_ms=max(0, int((time.time() - failure.started_at) * 1000)),
+        tool_calls=tool_call_records(state.get("messages", [])),
     )
     runtime.stream_writer(event)
-    return {"steps": [step], "failure": None}
+    return {"steps": [step], "failure": None, "current": None, "messages": Overwrite([])}

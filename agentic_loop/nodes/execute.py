@@ -1,17 +1,25 @@
-"""`execute`: run the next step of the plan, with recent results fed forward."""
+"""`execute`: one model call of the current step, with recent results fed forward.
+
+With tools, a step goes back and forth between this node and `call_tool` (each call its
+own superstep, so each is stored before the next starts) until the model replies without
+a tool call; that reply is the step's result."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
+from agentic_loop.nodes.call_tool import tool_call_records
 from agentic_loop.parsing import clean_reply
 from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticState, AgenticStep, StepFailure
+from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStart
 
 
 def recent_results(
@@ -31,37 +39,60 @@ def recent_results(
     return lines
 
 
+def tool_calls_made(messages: Sequence[BaseMessage]) -> int:
+    return sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
+
+
 async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
     done = state.get("steps", [])
     plan = state["plan"]
     step_num, total = len(done) + 1, len(plan.steps)
     description = plan.steps[step_num - 1]
     where = {"task_id": plan.task_id, "step": step_num, "total": total}
-    runtime.stream_writer(
-        {"event": events.STEP_STARTED, "data": {**where, "description": description}}
-    )
-    started_at = time.time()
-    messages = settings.fit(
-        lambda limit: prompts.step_messages(
-            prompts.clip(state["task"], limit),
-            step_num,
-            total,
-            prompts.clip(description, limit),
-            recent_results(done, settings, limit),
+    current = state.get("current")
+    conversation: list[BaseMessage] = list(state.get("messages", []))
+    update: dict[str, Any] = {}
+    if current is None or current.step_num != step_num:  # the step starts
+        runtime.stream_writer(
+            {"event": events.STEP_STARTED, "data": {**where, "description": description}}
         )
-    )
+        current = StepStart(step_num=step_num, started_at=time.time())
+        conversation = settings.fit(
+            lambda limit: prompts.step_messages(
+                prompts.clip(state["task"], limit),
+                step_num,
+                total,
+                prompts.clip(description, limit),
+                recent_results(done, settings, limit),
+                [tool.name for tool in settings.tools],
+            )
+        )
+        update = {"current": current, "messages": conversation}
     try:
-        reply = await settings.model.ainvoke(messages)
+        reply = await settings.step_model.ainvoke(conversation)
     except Exception as exc:  # any failure of the call goes to `adapt`
         error = describe_error(exc, settings.model)
-        return {"failure": StepFailure(step_num=step_num, error=error, started_at=started_at)}
+        failure = StepFailure(step_num=step_num, error=error, started_at=current.started_at)
+        return {**update, "failure": failure}
+    calls = reply.tool_calls if isinstance(reply, AIMessage) else []
+    if calls:
+        made = tool_calls_made(conversation)
+        if made + len(calls) > settings.max_tool_calls:
+            error = (
+                f"the step asked for {len(calls)} more tool calls after {made}, past its "
+                f"limit of {settings.max_tool_calls} (max_tool_calls)"
+            )
+            failure = StepFailure(step_num=step_num, error=error, started_at=current.started_at)
+            return {**update, "failure": failure}
+        return {**update, "messages": [*update.get("messages", []), reply]}
     result = clean_reply(reply.text)
     step = AgenticStep(
         step_num=step_num,
         description=description,
         result=result,
         status="completed",
-        duration_ms=int((time.time() - started_at) * 1000),
+        duration_ms=int((time.time() - current.started_at) * 1000),
+        tool_calls=tool_call_records(conversation),
     )
     runtime.stream_writer(
         {
@@ -73,4 +104,4 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
             },
         }
     )
-    return {"steps": [step]}
+    return {"steps": [step], "current": None, "messages": Overwrite([])}

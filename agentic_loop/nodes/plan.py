@@ -59,4 +59,10 @@ async def plan(
         }
         runtime.stream_writer({"event": events.PLAN_READY, "data": payload})
     # A thread reused for a new task starts from an empty record.
-    return {"plan": outcome, "steps": Overwrite([]), "failure": None}
+    return {
+        "plan": outcome,
+        "steps": Overwrite([]),
+        "failure": None,
+        "current": None,
+        "messages": Overwrite([]),
+    }

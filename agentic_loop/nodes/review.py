@@ -60,6 +60,7 @@ async def review(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
     if plan.error:  # planning failed: nothing to review
         return {}
     request = {
+        "kind": "plan_review",
         "task_id": plan.task_id,
         "task": state["task"],
         "steps": plan.steps,
