@@ -7,9 +7,11 @@ so `agentic-loop --help` answers at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
@@ -20,12 +22,13 @@ from rich.markup import escape
 
 from agentic_loop.events import one_line
 from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV, SPEC_HELP
-from agentic_loop.settings import MAX_STEPS_ENV
+from agentic_loop.settings import DEFAULT_MAX_TOOL_CALLS, MAX_STEPS_ENV
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from agentic_loop.state import AgenticResult
+    from agentic_loop.step_tools import ToolOptions
     from agentic_loop.storage import StoredRun
 
 app = typer.Typer(
@@ -64,6 +67,18 @@ TimeoutOption = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class StepTools:
+    """The tools a run's steps get, as the command line chose them."""
+
+    options: ToolOptions
+    approve_all: bool = False
+    """Whether every tool call waits for approval."""
+    approve: tuple[str, ...] = ()
+    """The tools whose calls wait for approval (when not all)."""
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+
+
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     ascii = "ascii"
@@ -96,15 +111,67 @@ def run(
         bool,
         typer.Option("--review", help="Ask to approve, edit or reject the plan before it runs."),
     ] = False,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Tools the steps may call: package.module:attribute, a list of tools or a "
+            "function returning one, found from this folder or installed packages. May repeat.",
+        ),
+    ] = None,
+    mcp: Annotated[
+        Path | None,
+        typer.Option(
+            "--mcp",
+            help="An mcpServers JSON file (the format Claude Desktop, Cursor and VS Code "
+            "share): the servers' tools go to the steps.",
+        ),
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            help="A folder the steps may list, read, write and edit files in; nothing "
+            "outside it is touched.",
+        ),
+    ] = None,
+    approve_tools: Annotated[
+        bool,
+        typer.Option(
+            "--approve-tools", help="Ask before every tool call: approve, edit or reject."
+        ),
+    ] = False,
+    approve_tool: Annotated[
+        list[str] | None,
+        typer.Option("--approve-tool", help="Ask before each call of this tool. May repeat."),
+    ] = None,
+    max_tool_calls: Annotated[
+        int,
+        typer.Option(
+            "--max-tool-calls",
+            help="Most tool calls one step may make; past it the step fails and is adapted.",
+        ),
+    ] = DEFAULT_MAX_TOOL_CALLS,
 ) -> None:
     """Plan TASK into steps, run them with live progress, and print the summary."""
+    from agentic_loop.step_tools import ToolOptions, ToolSetupError
+
     if not task.strip():
         _fail('the task is empty; say what to do, e.g. agentic-loop run "Plan a weekend trip"')
     if max_steps < 0:
         _fail(f"--max-steps must be 0 (the default) or more, got {max_steps}")
+    if max_tool_calls < 1:
+        _fail(f"--max-tool-calls must be at least 1, got {max_tool_calls}")
+    try:
+        options = ToolOptions.from_cli(tools or (), mcp, workspace)
+    except ToolSetupError as exc:
+        _fail(str(exc))
+    if (approve_tools or approve_tool) and not options:
+        _fail("--approve-tools and --approve-tool need tools: add --tools, --mcp or --workspace")
     thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
     graph_input = {"task": task, "max_steps": max_steps}
-    _drive(thread_id, graph_input, model, db, json_out, timeout, review=review)
+    step_tools = StepTools(options, approve_tools, tuple(approve_tool or ()), max_tool_calls)
+    _drive(thread_id, graph_input, model, db, json_out, timeout, review=review, tools=step_tools)
 
 
 @app.command()
@@ -317,9 +384,11 @@ def _drive(
     *,
     review: bool = False,
     from_step: int | None = None,
+    tools: StepTools | None = None,
 ) -> None:
     """Start (`graph_input` given), resume, or re-run from a step, show progress, and exit
-    with the run's status."""
+    with the run's status. `tools` are a new run's; a stored run uses those it started with."""
+    from agentic_loop.step_tools import ToolOptions, ToolSetupError
     from agentic_loop.storage import StoreError, load_run, open_store
 
     db_path = _db_path(db)
@@ -342,14 +411,29 @@ def _drive(
                     return stored.result, True
             spec = model_spec or (stored.model if stored else None)
             with_review = review or (stored is not None and stored.review_plan)
+            step_tools = tools or StepTools(ToolOptions())
+            if stored is not None:  # the tools it started with
+                step_tools = StepTools(
+                    stored.tools,
+                    approve=stored.approve_tools,
+                    max_tool_calls=stored.max_tool_calls or DEFAULT_MAX_TOOL_CALLS,
+                )
             result = await _stream(
-                saver, thread_id, graph_input, spec, timeout, display, with_review, from_step
+                saver,
+                thread_id,
+                graph_input,
+                spec,
+                timeout,
+                display,
+                with_review,
+                from_step,
+                step_tools,
             )
             return result, False
 
     try:
         result, already_finished = asyncio.run(go())
-    except (StoreError, ValueError) as exc:  # the store, a model spec or a setting is bad
+    except (StoreError, ToolSetupError, ValueError) as exc:  # a bad store, model, tool or setting
         _fail(str(exc))
     except KeyboardInterrupt:
         display.stop()
@@ -361,7 +445,7 @@ def _drive(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except EOFError:  # stdin ended before the plan review was answered
         _fail(
-            "no answer to the plan review; the run waits for one: "
+            "no answer to the plan review or tool approval; the run waits for one: "
             f"agentic-loop resume {thread_id}{db_flag}",
             code=1,
         )
@@ -386,12 +470,14 @@ async def _stream(
     display: TerminalProgress,
     review: bool,
     from_step: int | None,
+    tools: StepTools,
 ) -> AgenticResult:
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
     from agentic_loop.history import fork_point
     from agentic_loop.models import load_model, model_spec_from_env, resolve_spec
     from agentic_loop.runner import stream_run
+    from agentic_loop.step_tools import load_tools
 
     config: Any = {"configurable": {"thread_id": thread_id}}
     if from_step is not None:  # checked before the model loads, so a bad step fails fast
@@ -399,22 +485,44 @@ async def _stream(
         point = await fork_point(shape, thread_id, from_step)
         config["configurable"]["checkpoint_id"] = point.checkpoint_id
     spec = resolve_spec(model_spec or model_spec_from_env())
+    step_tools = await load_tools(tools.options)
+    approve = [t.name for t in step_tools] if tools.approve_all else list(tools.approve)
     graph = create_agentic_loop(
-        load_model(spec, timeout_s=timeout), checkpointer=saver, review_plan=review
+        load_model(spec, timeout_s=timeout),
+        checkpointer=saver,
+        review_plan=review,
+        tools=step_tools,
+        approve_tools=approve,
+        max_tool_calls=tools.max_tool_calls,
     )
     display.console.print(
         f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False
     )
+    if step_tools:
+        names = ", ".join(t.name for t in step_tools)
+        display.console.print(f"[dim]tools {escape(names)}[/]", highlight=False)
     if from_step is not None:
         display.console.print(
             f"Running again from step {from_step}, as a new branch; the earlier one stays "
             f"in `agentic-loop show {thread_id} --history`.",
             highlight=False,
         )
-    config["metadata"] = {"model": spec, "review": review}
+    # Checkpoint metadata keeps only plain values: the tool settings go in as JSON text.
+    config["metadata"] = {
+        "model": spec,
+        "review": review,
+        "tools": json.dumps(tools.options.to_metadata()),
+        "approve_tools": json.dumps(approve),
+        "max_tool_calls": tools.max_tool_calls,
+    }
     relay = ProgressRelay(broadcaster=display)
     return await stream_run(
-        graph, graph_input, config, relay, review=_ask_review(display) if review else None
+        graph,
+        graph_input,
+        config,
+        relay,
+        review=_ask_review(display) if review else None,
+        approve=_ask_approval(display) if approve else None,
     )
 
 
@@ -459,6 +567,40 @@ def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
 
 
 _NUMBERING = re.compile(r"^\d+[.)]\s*")
+
+
+def _ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
+    """Asks in the terminal whether a tool call may run."""
+
+    def ask(request: dict[str, Any]) -> Any:
+        display.stop()
+        console = display.console
+        args = json.dumps(request["args"], ensure_ascii=False)
+        console.print(
+            f"Step {request['step']} wants to call [bold]{escape(request['tool'])}[/] "
+            f"with {escape(args)}",
+            highlight=False,
+        )
+        if request.get("problem"):
+            console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
+        while True:
+            question = "Allow this call? [a]pprove, [e]dit, [r]eject (a): "
+            choice = console.input(question, markup=False).strip().lower() or "a"
+            if choice in ("a", "approve", "y", "yes"):
+                return "approve"
+            if choice in ("e", "edit"):
+                text = console.input("New arguments, as a JSON object on one line: ")
+                try:
+                    edited = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    console.print(f"Not JSON ({exc.msg}); try again.", highlight=False)
+                    continue
+                return {"action": "edit", "args": edited}
+            if choice in ("r", "reject", "n", "no"):
+                return {"action": "reject", "reason": console.input("Why? (optional): ")}
+            console.print("Answer a, e or r.", highlight=False)
+
+    return ask
 
 
 def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
@@ -541,6 +683,12 @@ def _print_run(console: Console, stored: StoredRun) -> None:
             f"\n[bold]{number}. {escape(description)}[/] — {step.status}, {step.duration_ms} ms",
             highlight=False,
         )
+        for call in step.tool_calls:
+            console.print(
+                f"  [magenta]⚒[/] {escape(call.tool)} {escape(one_line(_to_json(call.args), 100))}"
+                f" → {call.status}, {call.duration_ms} ms: {escape(one_line(call.result, 100))}",
+                highlight=False,
+            )
         console.print(step.result, highlight=False, markup=False)
 
 
@@ -581,6 +729,18 @@ class TerminalProgress:
             )
             if self._bar is not None and self._task is not None:
                 self._bar.update(self._task, completed=data["step"])
+        elif event == events.TOOL_CALLED:
+            print_line(
+                f"  [magenta]⚒[/] {escape(data['tool'])} {escape(one_line(data['args'], 100))}",
+                highlight=False,
+            )
+        elif event == events.TOOL_RESULT:
+            mark = "[green]↳[/]" if data["status"] == "success" else f"[red]↳ {data['status']}[/]"
+            print_line(
+                f"    {mark} {escape(one_line(data['result'], 100))} "
+                f"[dim]({data['duration_ms']} ms)[/]",
+                highlight=False,
+            )
         elif event == events.TASK_COMPLETE:
             self.stop()
 
@@ -619,6 +779,4 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _to_json(payload: Any) -> str:
-    import json
-
     return json.dumps(payload, indent=2, ensure_ascii=False)

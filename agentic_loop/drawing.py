@@ -28,6 +28,8 @@ Status = Literal["completed", "adapted", "failed", "pending"]
 FONT = "Helvetica"
 LABEL_CHARS = 50
 BAR_WIDTH = 20
+MAX_TOOL_LINES = 6
+"""Tool calls listed under a step in a run picture; the rest are counted."""
 
 # (fill, border, text) per step status: light fills, dark text.
 COLOURS: dict[Status, tuple[str, str, str]] = {
@@ -92,7 +94,8 @@ def graph_picture(graph: Runnable) -> graphviz.Digraph:
 
 def run_picture(run: StoredRun) -> graphviz.Digraph:
     """A run's planned steps in order, top to bottom, each coloured by its status and
-    labelled with its duration, under a title with the task, status and total time.
+    labelled with its duration and tool calls, under a title with the task, status and
+    total time.
 
     `run` comes from `agentic_loop.storage.load_run`. Displays inline in a notebook.
     """
@@ -124,6 +127,9 @@ def run_picture(run: StoredRun) -> graphviz.Digraph:
             f"<B>{number}.</B> {_dot_text(_clip(description))}<BR/>"
             f'<FONT POINT-SIZE="10">{_dot_text(_step_note(step))}</FONT>'
         )
+        for line in _tool_lines(step):
+            label += f'<BR/><FONT POINT-SIZE="9">{_dot_text(line)}</FONT>'
+
         picture.node(f"step{number}", _html(label), fillcolor=fill, color=border, fontcolor=text)
         if number > 1:
             picture.edge(f"step{number - 1}", f"step{number}")
@@ -156,9 +162,10 @@ def run_text(run: StoredRun) -> str:
         status = _step_status(step)
         duration = format_duration(step.duration_ms) if step else ""
         bar = duration_bar(step.duration_ms, slowest) if step else ""
+        tools = f" ({len(step.tool_calls)} tool calls)" if step and step.tool_calls else ""
         lines.append(
             f"{number:>2} {MARKS[status]} {status:<9} {duration:>9}  "
-            f"{bar:<{BAR_WIDTH}}  {_clip(description)}"
+            f"{bar:<{BAR_WIDTH}}  {_clip(description)}{tools}"
         )
     return "\n".join(lines)
 
@@ -191,8 +198,26 @@ def _step_status(step: AgenticStep | None) -> Status:
 
 
 def _step_note(step: AgenticStep | None) -> str:
-    """`"completed · 1.2 s"`, or `"pending"` for a step that has not run."""
-    return f"{step.status} · {format_duration(step.duration_ms)}" if step else "pending"
+    """`"completed · 1.2 s"` (then `· 3 tool calls` if it made any), or `"pending"`."""
+    if step is None:
+        return "pending"
+    note = f"{step.status} · {format_duration(step.duration_ms)}"
+    if step.tool_calls:
+        count = len(step.tool_calls)
+        note += f" · {count} tool call{'s' if count > 1 else ''}"
+    return note
+
+
+def _tool_lines(step: AgenticStep | None, limit: int = MAX_TOOL_LINES) -> list[str]:
+    """A line per tool call of the step (`"note · success · 3 ms"`), at most `limit`."""
+    calls = step.tool_calls if step else []
+    lines = [
+        f"{call.tool} · {call.status} · {format_duration(call.duration_ms)}"
+        for call in calls[:limit]
+    ]
+    if len(calls) > limit:
+        lines.append(f"and {len(calls) - limit} more")
+    return lines
 
 
 def format_duration(ms: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep, Plan
+from agentic_loop.step_tools import ToolOptions
 
 DB_ENV = "AGENTIC_LOOP_DB"
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -79,7 +81,7 @@ class StoredRun:
     task: str
     status: str
     """`completed`, `partial` or `failed` once finished; `awaiting review` while its plan
-    waits for a reviewer; else `unfinished`."""
+    waits for a reviewer, `awaiting approval` while a tool call does; else `unfinished`."""
     steps: list[AgenticStep]
     plan: list[str]
     updated_at: str
@@ -88,6 +90,12 @@ class StoredRun:
     review_plan: bool
     """Whether the CLI ran it with plan review (its graph then has a `review` node)."""
     result: AgenticResult | None
+    tools: ToolOptions
+    """The tools the CLI ran it with; none for runs stored before steps had tools."""
+    approve_tools: tuple[str, ...]
+    """The tools whose calls wait for approval."""
+    max_tool_calls: int | None
+    """The per-step limit on tool calls it ran with, if the CLI recorded one."""
 
 
 async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
@@ -106,9 +114,12 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         result = None  # unfinished, or the result of an earlier task on this thread
     metadata = cast(dict[str, Any], found.metadata)
     review_plan = bool(metadata.get("review"))
+    approve_tools = tuple(json.loads(metadata.get("approve_tools") or "[]"))
     status: str = result.status if result else "unfinished"
     if result is None and review_plan and plan and plan.review is None and not plan.error:
         status = "awaiting review"
+    elif result is None and approve_tools and _waits_for_approval(values, approve_tools):
+        status = "awaiting approval"
     return StoredRun(
         thread_id=thread_id,
         task=values.get("task", ""),
@@ -119,7 +130,18 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         model=metadata.get("model"),
         review_plan=review_plan,
         result=result,
+        tools=ToolOptions.from_metadata(json.loads(metadata.get("tools") or "{}")),
+        approve_tools=approve_tools,
+        max_tool_calls=metadata.get("max_tool_calls"),
     )
+
+
+def _waits_for_approval(values: dict[str, Any], approve_tools: tuple[str, ...]) -> bool:
+    """Whether the step's last model turn asked for a call that needs approval, not yet run."""
+    from agentic_loop.nodes.call_tool import pending_tool_calls
+
+    calls = pending_tool_calls(values.get("messages", []))
+    return any(call["name"] in approve_tools for call in calls)
 
 
 async def list_runs(saver: AsyncSqliteSaver) -> list[StoredRun]:

@@ -2,7 +2,8 @@
 
 It answers `/api/chat` (streamed NDJSON or one JSON object), plus `/api/tags`, `/api/show`
 and `/api/version`, on 127.0.0.1. What it answers is decided by `reply(request)`, which
-tests replace; every chat request is recorded.
+tests replace; every chat request is recorded as the client sent it, with its `tools`,
+its `format` and any `role: "tool"` messages.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 STEP_LINE = re.compile(r"^Step (\d+)/(\d+): ", re.MULTILINE)
+# `model_info` is required by the `ollama` client's `show()`; `tools` tells clients that check.
+SHOW = {"modelfile": "", "details": {}, "model_info": {}, "capabilities": ["completion", "tools"]}
 
 
 @dataclass
@@ -29,6 +32,8 @@ class Reply:
     error: str = ""
     hold: threading.Event | None = None
     """If set, the server waits for this event before answering."""
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Tools the model calls, as (name, arguments) pairs, sent after `text`."""
 
 
 def plan_or_step(plan: list[str]) -> Callable[[dict[str, Any]], Reply]:
@@ -54,6 +59,16 @@ def step_of(request: dict[str, Any]) -> int | None:
     """The step number a step prompt asks for, else None."""
     match = STEP_LINE.search(last_prompt(request))
     return int(match[1]) if match else None
+
+
+def tool_names(request: dict[str, Any]) -> list[str]:
+    """The names of the tools the client offered the model in this request."""
+    return [tool["function"]["name"] for tool in request.get("tools", [])]
+
+
+def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool results (`role: "tool"` messages) the client sent back in this request."""
+    return [message for message in request["messages"] if message["role"] == "tool"]
 
 
 class OllamaTestServer:
@@ -121,9 +136,7 @@ class OllamaTestServer:
                 )
                 if self.path == "/api/show":
                     if body.get("model") in server.models:
-                        self._json(
-                            200, {"modelfile": "", "details": {}, "capabilities": ["completion"]}
-                        )
+                        self._json(200, SHOW)
                     else:
                         self._json(404, {"error": f"model '{body.get('model')}' not found"})
                     return
@@ -141,18 +154,20 @@ class OllamaTestServer:
                     self._json(reply.status, {"error": reply.error or "internal error"})
                     return
                 if body.get("stream", True):
-                    self._stream(body["model"], reply.text)
+                    self._stream(body["model"], reply)
                 else:
-                    self._json(200, _chunk(body["model"], reply.text, done=True))
+                    self._json(200, _chunk(body["model"], reply.text, reply.tool_calls, done=True))
 
-            def _stream(self, model: str, text: str) -> None:
+            def _stream(self, model: str, reply: Reply) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                words = re.findall(r"\S+\s*|\s+", text) or [""]
+                words = re.findall(r"\S+\s*|\s+", reply.text) or [""]
                 for word in words:
                     self._send_chunk(_chunk(model, word, done=False))
+                if reply.tool_calls:  # as Ollama does: in a chunk of their own, before `done`
+                    self._send_chunk(_chunk(model, "", reply.tool_calls, done=False))
                 self._send_chunk(_chunk(model, "", done=True))
                 self.wfile.write(b"0\r\n\r\n")
 
@@ -164,11 +179,22 @@ class OllamaTestServer:
         return Handler
 
 
-def _chunk(model: str, content: str, *, done: bool) -> dict[str, Any]:
+def _chunk(
+    model: str,
+    content: str,
+    tool_calls: Sequence[tuple[str, dict[str, Any]]] = (),
+    *,
+    done: bool,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:  # Ollama's shape (`ollama.Message.ToolCall`); the client mints the ids
+        message["tool_calls"] = [
+            {"function": {"name": name, "arguments": arguments}} for name, arguments in tool_calls
+        ]
     body: dict[str, Any] = {
         "model": model,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "message": {"role": "assistant", "content": content},
+        "message": message,
         "done": done,
     }
     if done:

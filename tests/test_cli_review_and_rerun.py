@@ -69,7 +69,7 @@ def test_review_reject_ends_the_run_as_failed(agentic_loop, server) -> None:
 def test_unanswered_review_waits_and_resume_asks_again(agentic_loop, server) -> None:
     done = agentic_loop("run", "Plan a trip", "--thread", "t", "--review", input="")
     assert done.exit_code == 1
-    assert "no answer to the plan review; the run waits for one" in done.output
+    assert "no answer to the plan review or tool approval; the run waits for one" in done.output
     assert "agentic-loop resume t --db" in done.output
     assert "awaiting review" in agentic_loop("runs").output
 
