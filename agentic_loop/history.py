@@ -69,7 +69,9 @@ async def fork_point(graph: CompiledStateGraph, thread_id: str, step: int) -> Ch
         raise ValueError(f"run {thread_id!r} has no planned steps to run again")
     if not 1 <= step <= len(plan.steps):
         raise ValueError(f"the step must be between 1 and {len(plan.steps)}, got {step}")
-    for checkpoint in history:
+    # Oldest first: a step that calls tools passes through `execute` several times, and
+    # only the first of those checkpoints is before the step began.
+    for checkpoint in reversed(history):
         if (
             checkpoint.on_current_branch
             and checkpoint.next == ("execute",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, plan_text
+from conftest import BlockingAt, ScriptedChatModel, calls, plan_text
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -103,3 +103,34 @@ async def test_fork_point_of_a_reviewed_run_comes_after_the_review() -> None:
     assert point.next == ("execute",)
     state = await graph.aget_state(point.config)
     assert state.values["plan"].review == "approved"
+
+
+async def test_fork_from_a_step_that_called_tools_runs_the_whole_step_again() -> None:
+    ran: list[str] = []
+
+    def note(text: str) -> str:
+        """Write a note."""
+        ran.append(text)
+        return "noted"
+
+    model = ScriptedChatModel(
+        script=[
+            plan_text("A", "B"),
+            "did A",
+            calls(("note", {"text": "first"})),
+            "did B",
+            calls(("note", {"text": "again"})),
+            "redid B",
+        ]
+    )
+    graph = create_agentic_loop(model, checkpointer=InMemorySaver(), tools=[note])
+    await graph.ainvoke({"task": "T"}, CONFIG, durability="sync")
+
+    point = await fork_point(graph, "t", 2)
+    output = await graph.ainvoke(None, point.config, durability="sync")
+
+    assert ran == ["first", "again"]
+    assert model.prompts[4].splitlines()[1] == "Step 2/2: B"  # the step began afresh
+    step = output["result"].steps[1]
+    assert step.result == "redid B"
+    assert [c.args for c in step.tool_calls] == [{"text": "again"}]
