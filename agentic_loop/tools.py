@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,10 @@ class RunRecord(BaseModel):
     last_outcome: str | None = Field(
         default=None, description="Preview of the latest step's result, or why it failed."
     )
+    tool_calls: int = Field(default=0, description="Tool calls made so far, in all steps.")
+    last_tool: str | None = Field(
+        default=None, description="The latest tool call: `name → status: result preview`."
+    )
     result: AgenticResult | None = None
     error: str | None = Field(default=None, description="One line: why the run raised.")
 
@@ -76,6 +81,11 @@ class RunRecord(BaseModel):
             self.current_step = self.current_description = None
             self.steps_finished = data["step"]
             self.last_outcome = data[_OUTCOME_KEYS[event]]
+        elif event == events.TOOL_CALLED:
+            self.tool_calls += 1
+            self.last_tool = f"{data['tool']} {data['args']} (running)"
+        elif event == events.TOOL_RESULT:
+            self.last_tool = f"{data['tool']} → {data['status']}: {data['result']}"
 
     def position(self) -> str:
         """`step 3/5`, `planning`, or `2/5 steps finished`."""
@@ -340,6 +350,8 @@ def _progress_text(record: RunRecord) -> str:
             f"({record.steps_finished} of {record.steps_planned} steps finished)"
         )
     text += "."
+    if record.tool_calls:
+        text += f"\nTool calls so far: {record.tool_calls}; latest: {record.last_tool}"
     if record.error:
         text += f"\nError: {record.error}"
     elif record.last_outcome:
@@ -357,8 +369,14 @@ def _result_text(record: RunRecord) -> str:
         reason = f": {record.error}" if record.error else ""
         return f"Run {record.run_id} ended without a result ({record.state}{reason})."
     lines = [f"Run {record.run_id} {record.result.status}: {record.result.summary}"]
-    lines += [
-        f"Step {step.step_num} [{step.status}] {step.description}: {events.one_line(step.result)}"
-        for step in record.result.steps
-    ]
+    for step in record.result.steps:
+        lines.append(
+            f"Step {step.step_num} [{step.status}] {step.description}: "
+            f"{events.one_line(step.result)}"
+        )
+        lines += [
+            f"  tool {call.tool} {events.one_line(json.dumps(call.args), 100)} → "
+            f"{call.status}: {events.one_line(call.result, 100)}"
+            for call in step.tool_calls
+        ]
     return "\n".join(lines)

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from ollama_server import STEP_LINE, OllamaTestServer, Reply, tool_messages
 
+from agentic_loop.local_model import local_model_available
+
 pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).parent
@@ -247,7 +249,7 @@ def test_workspace_tools_write_inside_and_refuse_outside(tmp_path: Path) -> None
 def test_bad_tool_options_are_one_line_and_exit_2(
     notes: Path, args: list[str], message: str
 ) -> None:
-    if "--model" in args and shutil.which("cc") is None:  # the local extra needs a compiler
+    if "--model" in args and not local_model_available():
         pytest.skip("the embedded model is not installed")
     done = cli("run", "T", *args, "--db", str(notes / "r.sqlite"), host="127.0.0.1:9", cwd=notes)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ScriptedChatModel, plan_text
+from conftest import ScriptedChatModel, calls, plan_text
 from langchain.agents import create_agent
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
@@ -277,6 +277,41 @@ async def test_tools_answer_in_text(closing) -> None:
     )
     assert await tools["cancel_run"].ainvoke({"run_id": run_id}) == (
         f"Run {run_id} had already ended (completed)."
+    )
+
+
+async def test_progress_and_result_report_each_steps_tool_calls(closing) -> None:
+    def lookup(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = GatedChatModel(
+        script=[
+            plan_text("Check the weather"),
+            calls(("lookup", {"city": "Brest"})),
+            "It is sunny in Brest.",
+        ],
+        gate_at=3,
+    )
+    runs = closing(create_agentic_loop(model, tools=[lookup]))
+    tools = {t.name: t for t in runs.tools()}
+    run_id = run_id_in(await tools["plan_and_execute"].ainvoke({"task": "Weather?"}))
+    await until(
+        lambda: (
+            runs.progress(run_id).last_tool is not None
+            and "→" in (runs.progress(run_id).last_tool or "")
+        )
+    )
+
+    progress = await tools["run_progress"].ainvoke({"run_id": run_id})
+    assert "Tool calls so far: 1; latest: lookup → success: sunny in Brest" in progress
+
+    model.gate.set()
+    await runs.wait(run_id)
+    assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} completed: Weather?: Completed 1/1 steps.\n"
+        "Step 1 [completed] Check the weather: It is sunny in Brest.\n"
+        '  tool lookup {"city": "Brest"} → success: sunny in Brest'
     )
 
 
