@@ -319,6 +319,16 @@ def test_runs_stored_before_tools_existed_still_list_show_and_resume(tmp_path: P
         shown = cli("show", "old-finished", "--db", str(db), "--json", host=server.url)
         resumed = cli("resume", "old-stopped", "--db", str(db), "--json", host=server.url)
         reviewed = cli("resume", "old-review", "--db", str(db), host=server.url, input="a\n")
+        drawn = cli(
+            "graph",
+            "--thread",
+            "old-finished",
+            "--db",
+            str(db),
+            "--format",
+            "ascii",
+            host=server.url,
+        )
         asked = [step_in(r) for r in server.chat_requests()]
 
     assert listed.returncode == 0
@@ -334,3 +344,4 @@ def test_runs_stored_before_tools_existed_still_list_show_and_resume(tmp_path: P
     assert [s["result"] for s in steps] == ["Packed.", "Did step 2.", "Did step 3."]
     assert reviewed.returncode == 0, reviewed.stderr
     assert asked == [2, 3, 1, 2]
+    assert drawn.returncode == 0 and "Drive to the coast" in drawn.stdout

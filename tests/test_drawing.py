@@ -28,6 +28,7 @@ from agentic_loop.drawing import (
 )
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.runner import run_agentic_loop
+from agentic_loop.state import ToolCallRecord
 from agentic_loop.storage import StoredRun, load_run, open_store
 
 runner = CliRunner()
@@ -201,6 +202,22 @@ def test_labels_are_escaped(runs_db: Path) -> None:
     assert '    step1["1. Say #60;b#62;#34;hi#34; #38; #35;1\\n<br/>completed · ' in run_mermaid(
         stored
     )
+
+
+def test_a_runs_tool_calls_are_in_its_pictures(runs_db: Path) -> None:
+    stored = asyncio.run(load(runs_db, "mixed"))
+    calls = [
+        ToolCallRecord(tool=f"t{i}", args={}, result="r", status="success", duration_ms=i)
+        for i in range(8)
+    ]
+    first = stored.steps[0].model_copy(update={"tool_calls": calls})
+    stored = dataclasses.replace(stored, steps=[first, *stored.steps[1:]])
+
+    label = step_nodes(run_picture(stored).source)[1][0]
+    assert "completed · " in label and " · 8 tool calls" in label
+    assert label.count(" · success · ") == 6 and "and 2 more" in label
+    assert re.search(r"step1\[.* · 8 tool calls\"\]", run_mermaid(stored))
+    assert run_text(stored).splitlines()[2].endswith("Find trains (8 tool calls)")
 
 
 @pytest.mark.parametrize(
