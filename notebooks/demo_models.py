@@ -11,10 +11,11 @@ import re
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from agentic_loop import load_model
+from agentic_loop.models import resolve_spec
 
 
 def loop_model(plan: list[str], *, fail_once_at: int | None = None) -> BaseChatModel:
@@ -53,6 +54,51 @@ class ScriptedLoopModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
 
 
+def tool_model(
+    plan: list[str], tool_calls: dict[int, list[tuple[str, dict[str, Any]]]]
+) -> BaseChatModel:
+    """A model that calls tools in steps: the one `AGENTIC_LOOP_MODEL` names if it is on
+    Ollama, else a `ScriptedToolModel` (the embedded `local` model cannot call tools)."""
+    spec = os.environ.get("AGENTIC_LOOP_MODEL", "")
+    if spec and resolve_spec(spec).startswith("ollama:"):
+        return load_model(spec)
+    return ScriptedToolModel(plan=plan, tool_calls=tool_calls)
+
+
+class ScriptedToolModel(ScriptedLoopModel):
+    """A `ScriptedLoopModel` whose step `n` makes the calls `tool_calls[n]` one a turn,
+    then reports the last result. It reads where it is from the step's conversation, so a
+    step resumed after a stop carries on with the next call."""
+
+    tool_calls: dict[int, list[tuple[str, dict[str, Any]]]]
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-tools"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        prompt = next(m.text for m in messages if isinstance(m, HumanMessage))
+        step = re.search(r"^Step (\d+)/\d+: ", prompt, re.MULTILINE)
+        script = self.tool_calls.get(int(step[1]), []) if step else []
+        made = sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
+        last = messages[-1]
+        if made < len(script):
+            self.calls += 1
+            reply = _tool_call(*script[made], len(messages))
+        elif isinstance(last, ToolMessage):
+            self.calls += 1
+            said = _first_sentence(last.text)
+            if last.status != "success":
+                said = f"Left undone: {said[:1].lower()}{said[1:]}"
+            reply = AIMessage(said)
+        else:  # planning, a step without tools, or adapting a failed step
+            return super()._generate(messages, *args, **kwargs)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
 def agent_model(task: str) -> BaseChatModel:
     """A tool-calling model for the outer agent: Ollama's if `AGENTIC_LOOP_MODEL` names
     one, else a `ScriptedAgentModel` that delegates `task`."""
@@ -89,8 +135,13 @@ class ScriptedAgentModel(BaseChatModel):
 
 
 def _tool_call(name: str, args: dict[str, Any], number: int) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": f"call-{number}"}])
+    call = {"name": name, "args": args, "id": f"call-{number}", "type": "tool_call"}
+    return AIMessage("", tool_calls=[call])
 
 
 def _all_text(messages: list[BaseMessage]) -> str:
     return "\n".join(m.text for m in messages)
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]

@@ -284,7 +284,7 @@ async def test_a_rejected_call_does_not_run_and_the_model_is_told() -> None:
     assert notebook.lines == []
     (refusal,) = tool_messages(model, 3)
     assert refusal.status == "error"
-    assert "A reviewer refused this call: not now" in refusal.text
+    assert "A reviewer refused this call: not now. It did not run." in refusal.text
     step = (await graph.aget_state(CONFIG)).values["result"].steps[0]
     assert step.result == "Went on without the note."
     assert [(c.tool, c.status) for c in step.tool_calls] == [("note", "refused")]

@@ -42,7 +42,7 @@ def read_approval(answer: object) -> ToolApproval:
 
 def refusal(call: dict[str, Any], reason: str) -> ToolMessage:
     """What the model is told of a call a reviewer rejected."""
-    why = f": {reason}" if reason else "."
+    why = f": {reason.rstrip('.')}." if reason else "."
     return ToolMessage(
         f"A reviewer refused this call{why} It did not run. Carry on without it, "
         "or try another way.",
