@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,41 @@ class _Item:
 def clean_reply(text: str) -> str:
     """Drop reasoning blocks (`<think>...</think>`) and surrounding whitespace."""
     return _THINK.sub("", text).strip()
+
+
+_ECHO_MIN_CHARS = 16
+"""Reply lines at least this long that appear word for word in the prompt are echoes."""
+_REPEATED_NUMBERING = re.compile(r"^\s*(?:\d{1,3}[.)]\s+){2,}")
+_REPEATED_PHRASE = re.compile(r"(\S.{3,79}?)(?:\W*\1){5,}", re.DOTALL)
+
+
+def strip_echo(text: str, prompt: str) -> str:
+    """`text` without the lines that repeat the prompt word for word: small models copy
+    their instructions and the results they were shown into their reply."""
+    said = {" ".join(line.split()).lower() for line in prompt.splitlines()}
+    kept = [
+        line
+        for line in text.splitlines()
+        if len(line.strip()) < _ECHO_MIN_CHARS or " ".join(line.split()).lower() not in said
+    ]
+    return "\n".join(kept).strip()
+
+
+def degenerate_reason(text: str) -> str | None:
+    """Why a reply is no result at all (empty, or one line, phrase or numbering repeated
+    over and over), or None if it reads as a reply."""
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "the reply was empty"
+    if any(_REPEATED_NUMBERING.match(line) for line in lines):
+        return "the reply repeats its numbering (1. 1. 1.)"
+    line, count = Counter(lines).most_common(1)[0]
+    if count >= 3 and count * 2 >= len(lines):
+        return f"the reply repeats one line {count} times"
+    for match in _REPEATED_PHRASE.finditer(text):
+        if _WORD.search(match[1]):  # a rule of dashes or dots is not a phrase
+            return f"the reply repeats {match[1].strip()[:40]!r} over and over"
+    return None
 
 
 def parse_plan(text: str) -> list[str]:

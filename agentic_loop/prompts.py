@@ -63,3 +63,38 @@ def adapt_messages(task: str, step_num: int, description: str, error: str) -> li
             "Try an alternative approach for this step and report what you did."
         ),
     ]
+
+
+def replan_messages(
+    task: str, plan: Sequence[str], done: Sequence[str], max_remaining: int
+) -> list[BaseMessage]:
+    """Ask whether the steps left still fit, given what the finished steps found.
+
+    `done` holds one line per finished step (its result, cut short); the steps after them
+    in `plan` are the ones left."""
+    finished = "\n".join(done) if done else "(none yet)"
+    left = "\n".join(f"{i}. {step}" for i, step in enumerate(plan[len(done) :], len(done) + 1))
+    return [
+        SystemMessage(SYSTEM),
+        HumanMessage(
+            f"Task: {task}\n"
+            f"Finished steps and their results:\n{finished}\n"
+            f"Steps left:\n{left or '(none)'}\n\n"
+            "Given these results, reply with one word, KEEP, if the steps left still fit; "
+            "DONE if the task is already complete; or else a numbered list of the steps that "
+            f"should follow instead (at most {max_remaining})."
+        ),
+    ]
+
+
+def answer_messages(task: str, results: Sequence[str]) -> list[BaseMessage]:
+    """Ask for the answer to the task from what the steps found."""
+    found = "\n".join(results) if results else "(no step succeeded)"
+    return [
+        SystemMessage(SYSTEM),
+        HumanMessage(
+            f"Task: {task}\n"
+            f"What was done, step by step:\n{found}\n\n"
+            "Write the answer to the task for the person who asked, using these results."
+        ),
+    ]
