@@ -18,12 +18,14 @@ logger = logging.getLogger(__name__)
 PLAN_READY = "agentic.plan_ready"
 PLAN_FAILED = "agentic.plan_failed"
 PLAN_REVIEWED = "agentic.plan_reviewed"
+PLAN_REVISED = "agentic.plan_revised"
 STEP_STARTED = "agentic.step_started"
 STEP_COMPLETE = "agentic.step_complete"
 STEP_ADAPTED = "agentic.step_adapted"
 STEP_FAILED = "agentic.step_failed"
 TOOL_CALLED = "agentic.tool_called"
 TOOL_RESULT = "agentic.tool_result"
+ANSWER_READY = "agentic.answer_ready"
 TASK_COMPLETE = "agentic.task_complete"
 
 PREVIEW_CHARS = 200

@@ -1,6 +1,6 @@
 """How the nodes connect: plan (then, if asked, review), then execute step by step, a step
 going back and forth through call_tool (and approve_tools) while its model calls tools,
-adapting failures, then summarise."""
+adapting failures and replanning, then answer and summarise."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from langgraph.store.base import BaseStore
 
 from agentic_loop.nodes import (
     adapt,
+    answer,
     call_tool_node,
     execute,
     plan,
@@ -24,15 +25,23 @@ from agentic_loop.nodes import (
     summarise,
 )
 from agentic_loop.nodes.approve_tools import approve_tools as approve_tool_calls
+from agentic_loop.nodes.replan import replan as replan_node
 from agentic_loop.routes import (
     ExecuteRoute,
     route_after_adapt,
     route_after_execute,
     route_after_plan,
+    route_after_replan,
     route_after_review,
 )
-from agentic_loop.settings import DEFAULT_MAX_TOOL_CALLS, Settings, default_max_steps
-from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState
+from agentic_loop.settings import (
+    DEFAULT_MAX_REPLANS,
+    DEFAULT_MAX_TOOL_CALLS,
+    DEFAULT_REPLY_CHARS,
+    Settings,
+    default_max_steps,
+)
+from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState, ReplanMode
 
 
 def build_graph(
@@ -45,6 +54,9 @@ def build_graph(
     tools: Sequence[BaseTool | Callable[..., Any]] = (),
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
     approve_tools: bool | Sequence[str] = False,
+    replan: ReplanMode = "on_failure",
+    max_replans: int = DEFAULT_MAX_REPLANS,
+    max_reply_chars: int = DEFAULT_REPLY_CHARS,
 ) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
     add to a bigger graph as one node: it reads `task` (and `max_steps`) and writes only
@@ -59,7 +71,14 @@ def build_graph(
     tool-using agent: the model may call them, sees each result, and ends the step with a
     reply that calls none. A step may make at most `max_tool_calls` calls; past that it
     fails and is adapted. Calls of the tools named in `approve_tools` (`True`: every tool)
-    pause with `interrupt()` for a reviewer (see `agentic_loop.state.ToolApproval`)."""
+    pause with `interrupt()` for a reviewer (see `agentic_loop.state.ToolApproval`).
+
+    `replan` says when the model may revise the steps left from what the finished steps
+    found: `"on_failure"` (after a step that failed and was adapted), `"after_each_step"`
+    or `"never"`; at most `max_replans` times a run. After the last step the model writes
+    the answer to the task. A reply longer than `max_reply_chars` characters is cut there
+    and marked as cut short; one that is no result at all (empty, or one line or phrase
+    repeated over and over) counts as a failed call."""
     step_tools = tuple(
         tool if isinstance(tool, BaseTool) else StructuredTool.from_function(tool) for tool in tools
     )
@@ -83,6 +102,9 @@ def build_graph(
         tools=step_tools,
         max_tool_calls=max_tool_calls,
         approve_tools=approve,
+        replan=replan,
+        max_replans=max_replans,
+        max_reply_chars=max_reply_chars,
     )
     builder = StateGraph(AgenticState, input_schema=AgenticInput, output_schema=AgenticOutput)
     builder.add_node("plan", partial(plan, settings=settings))
@@ -94,6 +116,8 @@ def build_graph(
         destinations=("call_tool", "execute"),
     )
     builder.add_node("adapt", partial(adapt, settings=settings))
+    builder.add_node("replan", partial(replan_node, settings=settings))
+    builder.add_node("answer", partial(answer, settings=settings))
     builder.add_node("summarise", summarise)
     builder.add_edge(START, "plan")
     if review_plan:
@@ -104,11 +128,22 @@ def build_graph(
         builder.add_conditional_edges("plan", route_after_plan)
     builder.add_conditional_edges(
         "execute",
-        partial(route_after_execute, approve=settings.approve_tools),
+        partial(
+            route_after_execute,
+            approve=settings.approve_tools,
+            replan=settings.replan,
+            max_replans=settings.max_replans,
+        ),
         list(get_args(ExecuteRoute)),
     )
     builder.add_edge("call_tool", "execute")
-    builder.add_conditional_edges("adapt", route_after_adapt)
+    builder.add_conditional_edges(
+        "adapt",
+        partial(route_after_adapt, replan=settings.replan, max_replans=settings.max_replans),
+        ["replan", "execute", "answer"],
+    )
+    builder.add_conditional_edges("replan", route_after_replan)
+    builder.add_edge("answer", "summarise")
     builder.add_edge("summarise", END)
     return builder
 

@@ -23,8 +23,8 @@ from agentic_loop.events import (
 )
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model, model_spec_from_env
-from agentic_loop.settings import DEFAULT_MAX_TOOL_CALLS
-from agentic_loop.state import AgenticResult
+from agentic_loop.settings import DEFAULT_MAX_REPLANS, DEFAULT_MAX_TOOL_CALLS
+from agentic_loop.state import AgenticResult, ReplanMode
 
 ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 """`review(request)`, sync or async, gets the plan a run paused on (`task`, `steps`,
@@ -65,6 +65,8 @@ async def run_agentic_loop(
     approve_tools: bool | Sequence[str] = False,
     approve: ApprovalHandler | None = None,
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+    replan: ReplanMode = "on_failure",
+    max_replans: int = DEFAULT_MAX_REPLANS,
 ) -> AgenticResult:
     """Plan `task` into steps, run them one by one, adapt failures, and summarise.
 
@@ -81,7 +83,8 @@ async def run_agentic_loop(
 
     With `tools`, each step may call them (at most `max_tool_calls` times); calls of the
     tools named in `approve_tools` (`True`: all) wait for `approve(request)` to approve,
-    edit or reject them.
+    edit or reject them. `replan` and `max_replans` say when the model may revise the
+    steps left (see `build_graph`).
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
@@ -98,6 +101,8 @@ async def run_agentic_loop(
         tools=tools,
         approve_tools=approve_tools,
         max_tool_calls=max_tool_calls,
+        replan=replan,
+        max_replans=max_replans,
     )
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}"}

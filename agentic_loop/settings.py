@@ -12,8 +12,15 @@ if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaul
     from langchain_core.runnables import Runnable
     from langchain_core.tools import BaseTool
 
+    from agentic_loop.state import ReplanMode
+
 DEFAULT_MAX_STEPS = 10
 DEFAULT_MAX_TOOL_CALLS = 8
+DEFAULT_MAX_REPLANS = 3
+DEFAULT_REPLY_TOKENS = 1024
+"""The cap on a reply's length that `load_model` sends to Ollama (`num_predict`)."""
+DEFAULT_REPLY_CHARS = 8 * DEFAULT_REPLY_TOKENS
+"""Past this many characters a streamed reply is cut, whatever the server's own cap."""
 MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
 
 
@@ -50,6 +57,13 @@ class Settings:
     """Most tool calls one step may make; past it the step fails and is adapted."""
     approve_tools: frozenset[str] = frozenset()
     """Names of the tools whose calls wait for a reviewer's approval."""
+    replan: ReplanMode = "on_failure"
+    """When the model may revise the steps left: after a failed step, after every step,
+    or never."""
+    max_replans: int = DEFAULT_MAX_REPLANS
+    """Most times a run asks for a revision; past it the plan runs as it stands."""
+    max_reply_chars: int = DEFAULT_REPLY_CHARS
+    """Longest reply kept, in characters; a longer one is cut and marked as cut short."""
 
     def __post_init__(self) -> None:
         from langchain_core.runnables import Runnable
@@ -66,6 +80,14 @@ class Settings:
             raise ValueError(f"recent_results must be 0 or more, got {self.recent_results}")
         if self.max_tool_calls < 1:
             raise ValueError(f"max_tool_calls must be at least 1, got {self.max_tool_calls}")
+        if self.replan not in ("on_failure", "after_each_step", "never"):
+            raise ValueError(
+                f"replan must be 'on_failure', 'after_each_step' or 'never', got {self.replan!r}"
+            )
+        if self.max_replans < 0:
+            raise ValueError(f"max_replans must be 0 or more, got {self.max_replans}")
+        if self.max_reply_chars < 1:
+            raise ValueError(f"max_reply_chars must be at least 1, got {self.max_reply_chars}")
         object.__setattr__(self, "step_model", self._bind_tools())
 
     def _bind_tools(self) -> Runnable:

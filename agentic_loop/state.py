@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field, JsonValue
 from typing_extensions import TypedDict
 
 StepStatus = Literal["completed", "adapted", "failed"]
+ReplanMode = Literal["on_failure", "after_each_step", "never"]
+PlanChange = Literal["planned", "replaced", "done"]
 ToolCallStatus = Literal["success", "error", "refused"]
 RunStatus = Literal["completed", "partial", "failed"]
 ReviewOutcome = Literal["approved", "edited", "rejected"]
@@ -37,6 +39,20 @@ class AgenticStep(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(
         default_factory=list, description="The step's tool calls, in the order they were asked."
     )
+    cut_short: bool = Field(
+        default=False, description="Whether the reply hit the length cap: not a finished result."
+    )
+
+
+class PlanVersion(BaseModel):
+    """One version of the plan: as planned (or reviewed), then each one replanning made."""
+
+    after_step: int = Field(ge=0, description="How many steps had finished when it was made.")
+    steps: list[str] = Field(description="The whole plan, finished steps first.")
+    change: PlanChange = Field(
+        description="`planned`; `replaced` when the steps left were replaced; `done` when the "
+        "model said the task was complete, dropping them."
+    )
 
 
 class AgenticResult(BaseModel):
@@ -54,6 +70,12 @@ class AgenticResult(BaseModel):
         ge=0,
         description="How many steps the model planned, before any cut to max_steps.",
     )
+    answer: str = Field(
+        default="", description="The answer to the task, written from the steps' results."
+    )
+    plan_versions: list[PlanVersion] = Field(
+        default_factory=list, description="The plan as first made, then each revision."
+    )
 
 
 class Plan(BaseModel):
@@ -69,6 +91,24 @@ class Plan(BaseModel):
     review: ReviewOutcome | None = Field(
         default=None, description="How a reviewer answered, when the plan was reviewed."
     )
+    versions: list[PlanVersion] = Field(
+        default_factory=list,
+        description="Every version once replanning changed it, the first included; empty "
+        "while `steps` is the only one.",
+    )
+    replans: int = Field(default=0, ge=0, description="How many times replanning was asked.")
+
+    def all_versions(self) -> list[PlanVersion]:
+        """The plan's versions, the first included."""
+        return self.versions or [PlanVersion(after_step=0, steps=self.steps, change="planned")]
+
+
+class Answer(BaseModel):
+    """What the model wrote as the answer to the task, or why there is none."""
+
+    text: str = ""
+    error: str | None = Field(default=None, description="Why there is no answer, if so.")
+    cut_short: bool = Field(default=False, description="Whether the reply hit the length cap.")
 
 
 class StepStart(BaseModel):
@@ -145,7 +185,18 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     """The current step's conversation: its prompt, the model's turns and the tool results.
     Emptied when the step ends."""
+    answer: Answer
+    """Written by `answer` once the last step is done."""
 
 
-STORED_TYPES = (AgenticStep, AgenticResult, Plan, StepFailure, StepStart, ToolCallRecord)
+STORED_TYPES = (
+    AgenticStep,
+    AgenticResult,
+    Answer,
+    Plan,
+    PlanVersion,
+    StepFailure,
+    StepStart,
+    ToolCallRecord,
+)
 """The models that checkpoints hold; readers outside a compiled graph allow exactly these."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 
 # Before LangGraph is imported: checkpoints may only hold types the graph declares.
@@ -17,19 +18,37 @@ from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from pydantic import Field, SkipValidation  # noqa: E402
 
+from agentic_loop import prompts  # noqa: E402
+
+
+def _instruction(messages: list[BaseMessage]) -> str:
+    """The last line of a prompt, what it asks for, with its numbers left out."""
+    return re.sub(r"\d+", "#", messages[-1].text.strip().splitlines()[-1]) if messages else ""
+
+
+ANSWER_ASK = _instruction(prompts.answer_messages("T", ["1. A: a"]))
+REPLAN_ASK = _instruction(prompts.replan_messages("T", ["A", "B"], ["1. A: a"], 3))
+
 
 class ScriptedChatModel(FakeMessagesListChatModel):
     """Answers each call with the next item of `script`: a text, a whole message (one with
     tool calls, say), or an exception, which is raised instead.
 
-    Every prompt it receives (the last message's text) is kept in `prompts`, and every
-    conversation in `conversations`.
+    A request for the run's answer is answered with `answer`, and one for a revision of
+    the plan with `revision`, unless they are None: then they take the next script item
+    like any other call. Every prompt from the script (the last message's text) is kept in
+    `prompts`, every conversation in `conversations`, and the answer and revision prompts
+    in `asked_answer` and `asked_revision`.
     """
 
     responses: list[BaseMessage] = Field(default_factory=list)
     script: SkipValidation[list[str | AIMessage | BaseException]]
     prompts: list[str] = Field(default_factory=list)
     conversations: list[list[BaseMessage]] = Field(default_factory=list)
+    answer: str | None = "The answer."
+    revision: str | None = "KEEP"
+    asked_answer: list[str] = Field(default_factory=list)
+    asked_revision: list[str] = Field(default_factory=list)
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
         return self
@@ -37,6 +56,13 @@ class ScriptedChatModel(FakeMessagesListChatModel):
     def _generate(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
+        asked = _instruction(messages)
+        if asked == ANSWER_ASK and self.answer is not None:
+            self.asked_answer.append(messages[-1].text)
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(self.answer))])
+        if asked == REPLAN_ASK and self.revision is not None:
+            self.asked_revision.append(messages[-1].text)
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(self.revision))])
         self.prompts.append(messages[-1].text)
         self.conversations.append(list(messages))
         if len(self.prompts) > len(self.script):

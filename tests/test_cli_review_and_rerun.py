@@ -45,7 +45,7 @@ def test_review_approve_runs_the_plan(agentic_loop, server) -> None:
     assert "Run this plan? [a]pprove, [e]dit, [r]eject" in done.output
     assert "Plan approved." in done.output
     assert "Completed 3/3 steps" in done.output
-    assert asked_steps(server) == [None, 1, 2, 3]
+    assert asked_steps(server) == [None, 1, 2, 3, None]  # plan, steps, answer
 
 
 def test_review_edit_runs_the_typed_steps(agentic_loop, server) -> None:
@@ -56,7 +56,7 @@ def test_review_edit_runs_the_typed_steps(agentic_loop, server) -> None:
     assert "Plan edited." in done.output
     shown = json.loads(agentic_loop("show", "t", "--json").output)
     assert [s["description"] for s in shown["steps"]] == ["Book a room", "Pack"]
-    assert asked_steps(server) == [None, 1, 2]
+    assert asked_steps(server) == [None, 1, 2, None]
 
 
 def test_review_reject_ends_the_run_as_failed(agentic_loop, server) -> None:
@@ -77,13 +77,13 @@ def test_unanswered_review_waits_and_resume_asks_again(agentic_loop, server) -> 
     assert resumed.exit_code == 0, resumed.output
     assert "1. Pick a beach" in resumed.output  # the plan is shown again before the question
     assert "Answer a, e or r." in resumed.output
-    assert asked_steps(server) == [None, 1, 2, 3]
+    assert asked_steps(server) == [None, 1, 2, 3, None]  # plan, steps, answer
 
 
 def test_history_and_rerun_from_a_step(agentic_loop, server) -> None:
     assert agentic_loop("run", "Plan a trip", "--thread", "t").exit_code == 0
     history = json.loads(agentic_loop("show", "t", "--history", "--json").output)
-    assert [c["steps_done"] for c in history] == [3, 3, 2, 1, 0, 0, 0]
+    assert [c["steps_done"] for c in history] == [3, 3, 3, 2, 1, 0, 0, 0]
     assert all(c["on_current_branch"] for c in history)
 
     table = agentic_loop("show", "t", "--history")
@@ -93,7 +93,7 @@ def test_history_and_rerun_from_a_step(agentic_loop, server) -> None:
     rerun = agentic_loop("resume", "t", "--from-step", "2", "--json")
     assert rerun.exit_code == 0, rerun.output
     assert "Running again from step 2, as a new branch" in rerun.output
-    assert asked_steps(server) == [None, 1, 2, 3, 2, 3]
+    assert asked_steps(server) == [None, 1, 2, 3, None, 2, 3, None]
 
     after = json.loads(agentic_loop("show", "t", "--history", "--json").output)
     assert {c["checkpoint_id"] for c in history} < {c["checkpoint_id"] for c in after}
@@ -117,7 +117,7 @@ def test_rerun_from_a_step_out_of_range_is_refused(agentic_loop, server, step, m
     done = agentic_loop("resume", "t", "--from-step", step)
     assert done.exit_code == 2
     assert message in done.output and "Traceback" not in done.output
-    assert asked_steps(server) == [None, 1, 2, 3]
+    assert asked_steps(server) == [None, 1, 2, 3, None]  # plan, steps, answer
 
 
 def test_history_of_an_unknown_thread(agentic_loop) -> None:

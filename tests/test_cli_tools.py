@@ -176,7 +176,7 @@ def test_sigkill_right_after_a_tool_ran_resumes_without_running_it_again(notes: 
     assert result["status"] == "completed"
     assert result["steps"][0]["result"] == "Step 1: the tool said noted: once"
     assert [c["tool"] for c in result["steps"][0]["tool_calls"]] == ["note"]
-    assert len(after) == 1  # only the turn in flight at the kill
+    assert len(after) == 2  # the turn in flight at the kill, then the run's answer
     assert [t["function"]["name"] for t in after[0]["tools"]] == ["note"]  # the stored tools
     assert [m["content"] for m in tool_messages(after[0])] == ["noted: once"]
 
@@ -343,5 +343,5 @@ def test_runs_stored_before_tools_existed_still_list_show_and_resume(tmp_path: P
     steps = json.loads(resumed.stdout)["steps"]
     assert [s["result"] for s in steps] == ["Packed.", "Did step 2.", "Did step 3."]
     assert reviewed.returncode == 0, reviewed.stderr
-    assert asked == [2, 3, 1, 2]
+    assert asked == [2, 3, None, 1, 2, None]  # None: the answer, from the results
     assert drawn.returncode == 0 and "Drive to the coast" in drawn.stdout

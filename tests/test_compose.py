@@ -104,6 +104,7 @@ async def test_loop_events_reach_the_parent_stream(tmp_path: Path) -> None:
         events.STEP_COMPLETE,
         events.STEP_STARTED,
         events.STEP_COMPLETE,
+        events.ANSWER_READY,
         events.TASK_COMPLETE,
     ]
     assert seen[-1][1]["data"]["status"] == "completed"

@@ -29,6 +29,10 @@ async def run_collecting(model: ScriptedChatModel, task: str = "Plan a trip", **
     return state.values["result"], seen
 
 
+LONG_REPLY = " ".join(f"fact{i}" for i in range(200))
+"""A long reply that says something: no line or phrase repeated."""
+
+
 def names(seen: list[dict[str, Any]]) -> list[str]:
     return [item["event"] for item in seen]
 
@@ -65,7 +69,7 @@ ROUTES = [
     (
         route_after_execute,
         {"plan": _plan(2), "steps": [_step(1), _step(2)], "failure": None},
-        "summarise",
+        "answer",
     ),
     (
         route_after_adapt,
@@ -75,7 +79,7 @@ ROUTES = [
     (
         route_after_adapt,
         {"plan": _plan(1), "steps": [_step(1, "failed")], "failure": None},
-        "summarise",
+        "answer",
     ),
 ]
 
@@ -174,13 +178,14 @@ async def test_run_completes_and_feeds_results_forward() -> None:
     assert names(seen) == [
         events.PLAN_READY,
         *[e for _ in range(3) for e in (events.STEP_STARTED, events.STEP_COMPLETE)],
+        events.ANSWER_READY,
         events.TASK_COMPLETE,
     ]
 
 
 async def test_step_prompt_stays_bounded_however_long_the_plan() -> None:
     steps = [f"Step number {i}" for i in range(1, 11)]
-    model = ScriptedChatModel(script=[plan_text(*steps), *["x" * 5000] * 10])
+    model = ScriptedChatModel(script=[plan_text(*steps), *[LONG_REPLY * 4] * 10])
     result, _ = await run_collecting(model, max_steps=10)
     assert result.status == "completed"
     lengths = [len(p) for p in model.prompts[1:]]
@@ -275,7 +280,7 @@ async def test_plan_without_steps_fails_the_run() -> None:
 
 
 async def test_event_payloads_match_the_original() -> None:
-    model = ScriptedChatModel(script=[plan_text("A"), "r" * 500])
+    model = ScriptedChatModel(script=[plan_text("A"), LONG_REPLY])
     result, seen = await run_collecting(model)
     by_name = {item["event"]: item["data"] for item in seen}
     tid = result.task_id
@@ -296,13 +301,14 @@ async def test_event_payloads_match_the_original() -> None:
         "step": 1,
         "total": 1,
         "description": "A",
-        "result": "r" * 200,
+        "result": LONG_REPLY[:200],
     }
     assert by_name[events.TASK_COMPLETE] == {
         "task_id": tid,
         "status": "completed",
         "steps_completed": 1,
         "summary": "Plan a trip: Completed 1/1 steps.",
+        "answer": "The answer.",
         "duration_ms": result.total_duration_ms,
     }
 
@@ -344,6 +350,7 @@ async def test_progress_reaches_callback_and_broadcaster() -> None:
         events.STEP_ADAPTED,
         events.STEP_STARTED,
         events.STEP_COMPLETE,
+        events.ANSWER_READY,
         events.TASK_COMPLETE,
     ]
     assert result.status == "completed"

@@ -28,11 +28,12 @@ async def test_history_lists_every_checkpoint_newest_first() -> None:
     assert [c.next for c in history] == [
         (),
         ("summarise",),
+        ("answer",),
         *[("execute",)] * 4,
         ("plan",),
         ("__start__",),
     ]
-    assert [c.steps_done for c in history] == [4, 4, 3, 2, 1, 0, 0, 0]
+    assert [c.steps_done for c in history] == [4, 4, 4, 3, 2, 1, 0, 0, 0]
     assert all(c.on_current_branch for c in history)
     assert [c.parent_id for c in history[:-1]] == [c.checkpoint_id for c in history[1:]]
     assert await run_history(graph, "nope") == []

@@ -60,9 +60,9 @@ async def test_whole_run_over_http(server: OllamaTestServer) -> None:
     assert [s.description for s in result.steps] == PLAN
     assert [s.result for s in result.steps] == [f"Did step {i}." for i in range(1, 6)]
     requests = server.chat_requests()
-    assert len(requests) == 6
+    assert len(requests) == 7  # the plan, five steps, the answer
     assert all(r["model"] == "test-model" for r in requests)
-    assert [step_of(r) for r in requests] == [None, 1, 2, 3, 4, 5]
+    assert [step_of(r) for r in requests] == [None, 1, 2, 3, 4, 5, None]
 
 
 async def test_http_500_on_a_step_is_adapted(server: OllamaTestServer) -> None:
@@ -143,7 +143,7 @@ def test_cli_run_json(server: OllamaTestServer, tmp_path: Path) -> None:
     again = cli("resume", "trip", "--db", db, host=server.url)
     assert again.returncode == 0
     assert "already finished (completed); nothing to resume" in again.stdout
-    assert len(server.chat_requests()) == 6  # resuming a finished run asked the model nothing
+    assert len(server.chat_requests()) == 7  # resuming a finished run asked the model nothing
 
 
 def test_cli_says_in_one_line_that_ollama_is_not_running(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_killed_run_resumes_without_redoing_finished_steps(
     assert [s["result"] for s in result["steps"]] == [f"Did step {i}." for i in range(1, 6)]
     assert result["status"] == "completed"
     asked = [step_of(r) for r in server.chat_requests()]
-    assert asked.count(None) == 1  # planned once
+    assert asked.count(None) == 2  # planned once, answered once
     assert asked.count(1) == 1 and asked.count(2) == 1
     assert asked.count(3) == 2  # in flight at the kill, then again on resume
 

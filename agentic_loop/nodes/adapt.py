@@ -11,7 +11,7 @@ from langgraph.types import Overwrite
 from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
 from agentic_loop.nodes.call_tool import tool_call_records
-from agentic_loop.parsing import clean_reply
+from agentic_loop.replies import Reply, ask, reply_text
 from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStatus
 
@@ -32,10 +32,15 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
             prompts.clip(failure.error, limit),
         )
     )
+    reply: Reply | None = None
+    reason: str | None
     try:
-        reply = await settings.model.ainvoke(messages)
+        reply = await ask(settings.model, messages, max_chars=settings.max_reply_chars)
     except Exception as exc:  # the step is recorded as failed and the run goes on
-        reason = describe_error(exc, settings.model)
+        result, reason = "", describe_error(exc, settings.model)
+    else:
+        result, reason = reply_text(reply, messages)
+    if reason:
         result = f"Failed: {failure.error}; adaptation also failed: {reason}"
         status, event = (
             "failed",
@@ -45,7 +50,6 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
             },
         )
     else:
-        result = clean_reply(reply.text)
         status, event = (
             "adapted",
             {
@@ -65,6 +69,7 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
         status=status,
         duration_ms=max(0, int((time.time() - failure.started_at) * 1000)),
         tool_calls=tool_call_records(state.get("messages", [])),
+        cut_short=reply is not None and reply.cut_short,
     )
     runtime.stream_writer(event)
     return {"steps": [step], "failure": None, "current": None, "messages": Overwrite([])}

@@ -17,7 +17,7 @@ from langgraph.types import Overwrite
 from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
 from agentic_loop.nodes.call_tool import tool_call_records
-from agentic_loop.parsing import clean_reply
+from agentic_loop.replies import ask, reply_text
 from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStart
 
@@ -69,12 +69,12 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
         )
         update = {"current": current, "messages": conversation}
     try:
-        reply = await settings.step_model.ainvoke(conversation)
+        reply = await ask(settings.step_model, conversation, max_chars=settings.max_reply_chars)
     except Exception as exc:  # any failure of the call goes to `adapt`
         error = describe_error(exc, settings.model)
         failure = StepFailure(step_num=step_num, error=error, started_at=current.started_at)
         return {**update, "failure": failure}
-    calls = reply.tool_calls if isinstance(reply, AIMessage) else []
+    calls = reply.message.tool_calls
     if calls:
         made = tool_calls_made(conversation)
         if made + len(calls) > settings.max_tool_calls:
@@ -84,8 +84,11 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
             )
             failure = StepFailure(step_num=step_num, error=error, started_at=current.started_at)
             return {**update, "failure": failure}
-        return {**update, "messages": [*update.get("messages", []), reply]}
-    result = clean_reply(reply.text)
+        return {**update, "messages": [*update.get("messages", []), reply.message]}
+    result, degenerate = reply_text(reply, conversation[:2])
+    if degenerate:  # no result at all: as if the call had failed
+        failure = StepFailure(step_num=step_num, error=degenerate, started_at=current.started_at)
+        return {**update, "failure": failure}
     step = AgenticStep(
         step_num=step_num,
         description=description,
@@ -93,6 +96,7 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
         status="completed",
         duration_ms=int((time.time() - current.started_at) * 1000),
         tool_calls=tool_call_records(conversation),
+        cut_short=reply.cut_short,
     )
     runtime.stream_writer(
         {

@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agentic_loop import events
-from agentic_loop.state import AgenticResult, AgenticState, AgenticStep, RunStatus
+from agentic_loop.state import AgenticResult, AgenticState, AgenticStep, Answer, RunStatus
 
 
 def run_status(
@@ -41,12 +41,23 @@ def summary_text(
     return text
 
 
+def answer_note(answer: Answer | None) -> str:
+    """What the summary says of the answer when it is missing or cut short."""
+    if answer is None:
+        return ""
+    if answer.error:
+        return f" No answer: {answer.error}."
+    return " The answer was cut short at its length cap." if answer.cut_short else ""
+
+
 async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
     plan, steps = state["plan"], state.get("steps", [])
     total = len(plan.steps)
     status = run_status(steps, total, plan.planned_count, plan.error)
-    summary = plan.error or summary_text(
-        state["task"], steps, total, plan.planned_count, plan.max_steps
+    answer = state.get("answer")
+    summary = plan.error or (
+        summary_text(state["task"], steps, total, plan.planned_count, plan.max_steps)
+        + answer_note(answer)
     )
     result = AgenticResult(
         task_id=plan.task_id,
@@ -57,6 +68,8 @@ async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
         total_duration_ms=plan.duration_ms + sum(s.duration_ms for s in steps),
         thread_id=plan.thread_id,
         planned_steps=plan.planned_count,
+        answer=answer.text if answer else "",
+        plan_versions=plan.all_versions(),
     )
     runtime.stream_writer(
         {
@@ -66,6 +79,7 @@ async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
                 "status": status,
                 "steps_completed": len(steps),
                 "summary": summary[:300],
+                "answer": result.answer[:300],
                 "duration_ms": result.total_duration_ms,
             },
         }
