@@ -7,11 +7,11 @@ so `agentic-loop --help` answers at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
@@ -21,15 +21,25 @@ from rich.console import Console
 from rich.markup import escape
 
 from agentic_loop.events import one_line
-from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV, SPEC_HELP
-from agentic_loop.settings import DEFAULT_MAX_TOOL_CALLS, MAX_STEPS_ENV
+from agentic_loop.models import (
+    DEFAULT_MODEL,
+    DEFAULT_REPLY_TOKENS,
+    DEFAULT_TIMEOUT_S,
+    MODEL_ENV,
+    SPEC_HELP,
+)
+from agentic_loop.settings import (
+    CHARS_PER_TOKEN,
+    DEFAULT_MAX_REPLANS,
+    DEFAULT_MAX_TOOL_CALLS,
+    MAX_STEPS_ENV,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from agentic_loop.state import AgenticResult
-    from agentic_loop.step_tools import ToolOptions
-    from agentic_loop.storage import StoredRun
+    from agentic_loop.storage import RunOptions, StoredRun
 
 app = typer.Typer(
     help="A plan-and-execute agent loop on LangGraph: plan a task, run its steps, "
@@ -67,16 +77,10 @@ TimeoutOption = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class StepTools:
-    """The tools a run's steps get, as the command line chose them."""
-
-    options: ToolOptions
-    approve_all: bool = False
-    """Whether every tool call waits for approval."""
-    approve: tuple[str, ...] = ()
-    """The tools whose calls wait for approval (when not all)."""
-    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+class Replan(StrEnum):
+    on_failure = "on_failure"
+    after_each_step = "after_each_step"
+    never = "never"
 
 
 class GraphFormat(StrEnum):
@@ -152,26 +156,68 @@ def run(
             help="Most tool calls one step may make; past it the step fails and is adapted.",
         ),
     ] = DEFAULT_MAX_TOOL_CALLS,
+    replan: Annotated[
+        Replan,
+        typer.Option(
+            "--replan",
+            help="When the model may revise the steps left from what the steps found: after "
+            "a failed step, after each step, or never.",
+        ),
+    ] = Replan.on_failure,
+    max_replans: Annotated[
+        int, typer.Option("--max-replans", help="Most revisions of the plan in one run.")
+    ] = DEFAULT_MAX_REPLANS,
+    max_reply_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-reply-tokens",
+            help="Cap on each Ollama reply's length (num_predict); a reply that reaches it "
+            "is marked as cut short.",
+        ),
+    ] = DEFAULT_REPLY_TOKENS,
 ) -> None:
-    """Plan TASK into steps, run them with live progress, and print the summary."""
+    """Plan TASK into steps, run them with live progress, and print the answer."""
     from agentic_loop.step_tools import ToolOptions, ToolSetupError
+    from agentic_loop.storage import RunOptions
 
     if not task.strip():
         _fail('the task is empty; say what to do, e.g. agentic-loop run "Plan a weekend trip"')
     if max_steps < 0:
         _fail(f"--max-steps must be 0 (the default) or more, got {max_steps}")
-    if max_tool_calls < 1:
-        _fail(f"--max-tool-calls must be at least 1, got {max_tool_calls}")
+    for flag, value, least in [
+        ("--max-tool-calls", max_tool_calls, 1),
+        ("--max-replans", max_replans, 0),
+        ("--max-reply-tokens", max_reply_tokens, 1),
+    ]:
+        if value < least:
+            _fail(f"{flag} must be at least {least}, got {value}")
     try:
-        options = ToolOptions.from_cli(tools or (), mcp, workspace)
+        tool_options = ToolOptions.from_cli(tools or (), mcp, workspace)
     except ToolSetupError as exc:
         _fail(str(exc))
-    if (approve_tools or approve_tool) and not options:
+    if (approve_tools or approve_tool) and not tool_options:
         _fail("--approve-tools and --approve-tool need tools: add --tools, --mcp or --workspace")
     thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
     graph_input = {"task": task, "max_steps": max_steps}
-    step_tools = StepTools(options, approve_tools, tuple(approve_tool or ()), max_tool_calls)
-    _drive(thread_id, graph_input, model, db, json_out, timeout, review=review, tools=step_tools)
+    options = RunOptions(
+        tools=tool_options,
+        approve_tools=tuple(approve_tool or ()),
+        max_tool_calls=max_tool_calls,
+        replan=replan.value,
+        max_replans=max_replans,
+        reply_tokens=max_reply_tokens,
+    )
+    _drive(
+        thread_id,
+        graph_input,
+        model,
+        db,
+        json_out,
+        timeout,
+        review=review,
+        options=options,
+        approve_all=approve_tools,
+    )
 
 
 @app.command()
@@ -384,12 +430,14 @@ def _drive(
     *,
     review: bool = False,
     from_step: int | None = None,
-    tools: StepTools | None = None,
+    options: RunOptions | None = None,
+    approve_all: bool = False,
 ) -> None:
     """Start (`graph_input` given), resume, or re-run from a step, show progress, and exit
-    with the run's status. `tools` are a new run's; a stored run uses those it started with."""
-    from agentic_loop.step_tools import ToolOptions, ToolSetupError
-    from agentic_loop.storage import StoreError, load_run, open_store
+    with the run's status. `options` are a new run's (`approve_all`: every tool call waits
+    for approval); a stored run keeps those it started with."""
+    from agentic_loop.step_tools import ToolSetupError
+    from agentic_loop.storage import RunOptions, StoreError, load_run, open_store
 
     db_path = _db_path(db)
     db_flag = f" --db {db_path}" if db else ""
@@ -411,13 +459,7 @@ def _drive(
                     return stored.result, True
             spec = model_spec or (stored.model if stored else None)
             with_review = review or (stored is not None and stored.review_plan)
-            step_tools = tools or StepTools(ToolOptions())
-            if stored is not None:  # the tools it started with
-                step_tools = StepTools(
-                    stored.tools,
-                    approve=stored.approve_tools,
-                    max_tool_calls=stored.max_tool_calls or DEFAULT_MAX_TOOL_CALLS,
-                )
+            run_options = stored.options if stored else options or RunOptions()
             result = await _stream(
                 saver,
                 thread_id,
@@ -427,7 +469,8 @@ def _drive(
                 display,
                 with_review,
                 from_step,
-                step_tools,
+                run_options,
+                approve_all,
             )
             return result, False
 
@@ -470,7 +513,8 @@ async def _stream(
     display: TerminalProgress,
     review: bool,
     from_step: int | None,
-    tools: StepTools,
+    options: RunOptions,
+    approve_all: bool,
 ) -> AgenticResult:
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
@@ -485,15 +529,19 @@ async def _stream(
         point = await fork_point(shape, thread_id, from_step)
         config["configurable"]["checkpoint_id"] = point.checkpoint_id
     spec = resolve_spec(model_spec or model_spec_from_env())
-    step_tools = await load_tools(tools.options)
-    approve = [t.name for t in step_tools] if tools.approve_all else list(tools.approve)
+    step_tools = await load_tools(options.tools)
+    if approve_all:
+        options = dataclasses.replace(options, approve_tools=tuple(t.name for t in step_tools))
     graph = create_agentic_loop(
-        load_model(spec, timeout_s=timeout),
+        load_model(spec, timeout_s=timeout, reply_tokens=options.reply_tokens),
         checkpointer=saver,
         review_plan=review,
         tools=step_tools,
-        approve_tools=approve,
-        max_tool_calls=tools.max_tool_calls,
+        approve_tools=options.approve_tools,
+        max_tool_calls=options.max_tool_calls,
+        replan=options.replan,
+        max_replans=options.max_replans,
+        max_reply_chars=CHARS_PER_TOKEN * options.reply_tokens,
     )
     display.console.print(
         f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False
@@ -507,14 +555,7 @@ async def _stream(
             f"in `agentic-loop show {thread_id} --history`.",
             highlight=False,
         )
-    # Checkpoint metadata keeps only plain values: the tool settings go in as JSON text.
-    config["metadata"] = {
-        "model": spec,
-        "review": review,
-        "tools": json.dumps(tools.options.to_metadata()),
-        "approve_tools": json.dumps(approve),
-        "max_tool_calls": tools.max_tool_calls,
-    }
+    config["metadata"] = {"model": spec, "review": review, **options.to_metadata()}
     relay = ProgressRelay(broadcaster=display)
     return await stream_run(
         graph,
@@ -522,7 +563,7 @@ async def _stream(
         config,
         relay,
         review=_ask_review(display) if review else None,
-        approve=_ask_approval(display) if approve else None,
+        approve=_ask_approval(display) if options.approve_tools else None,
     )
 
 
@@ -654,10 +695,12 @@ def _report(result: AgenticResult, json_out: bool) -> None:
     style = {"completed": "green", "partial": "yellow", "failed": "red"}[result.status]
     if json_out:
         typer.echo(result.model_dump_json(indent=2))
-    # With --json the summary goes to stderr, beside the progress.
-    _console(stderr=json_out).print(
-        f"[bold {style}]{result.status}[/] {escape(result.summary)}", highlight=False
-    )
+    # With --json the summary and the answer go to stderr, beside the progress.
+    console = _console(stderr=json_out)
+    console.print(f"[bold {style}]{result.status}[/] {escape(result.summary)}", highlight=False)
+    if result.answer:
+        console.print("\n[bold]Answer[/]", highlight=False)
+        console.print(result.answer, highlight=False, markup=False)
     failures = [step for step in result.steps if step.status == "failed"]
     if result.status == "failed" and failures:
         _fail(f"step {failures[-1].step_num} {failures[-1].result}", code=1)
@@ -673,14 +716,25 @@ def _print_run(console: Console, stored: StoredRun) -> None:
     )
     if stored.result:
         console.print(stored.result.summary, highlight=False, markup=False)
+    if len(stored.plan_versions) > 1:
+        console.print("\n[bold]Plan versions[/]", highlight=False)
+        for number, version in enumerate(stored.plan_versions, 1):
+            when = f"after step {version.after_step}" if version.after_step else "first"
+            console.print(
+                f"  {number}. {version.change} ({when}): "
+                f"{escape(one_line('; '.join(version.steps), 160))}",
+                highlight=False,
+            )
     done = {step.step_num: step for step in stored.steps}
     for number, description in enumerate(stored.plan, 1):
         step = done.get(number)
         if step is None:
             console.print(f"\n[dim]{number}. {escape(description)} — pending[/]", highlight=False)
             continue
+        cut = " [yellow](cut short at its length cap)[/]" if step.cut_short else ""
         console.print(
-            f"\n[bold]{number}. {escape(description)}[/] — {step.status}, {step.duration_ms} ms",
+            f"\n[bold]{number}. {escape(description)}[/] — {step.status}, "
+            f"{step.duration_ms} ms{cut}",
             highlight=False,
         )
         for call in step.tool_calls:
@@ -690,6 +744,9 @@ def _print_run(console: Console, stored: StoredRun) -> None:
                 highlight=False,
             )
         console.print(step.result, highlight=False, markup=False)
+    if stored.result and stored.result.answer:
+        console.print("\n[bold]Answer[/]", highlight=False)
+        console.print(stored.result.answer, highlight=False, markup=False)
 
 
 class TerminalProgress:
@@ -741,6 +798,12 @@ class TerminalProgress:
                 f"[dim]({data['duration_ms']} ms)[/]",
                 highlight=False,
             )
+        elif event == events.PLAN_REVISED:
+            self.stop()
+            change = "ends here" if data["change"] == "done" else "revised"
+            print_line(f"[bold]Plan {change}[/] after step {data['after_step']}", highlight=False)
+            if data["change"] != "done":
+                self.show_plan(data["steps"], heading=False)
         elif event == events.TASK_COMPLETE:
             self.stop()
 

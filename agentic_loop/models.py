@@ -13,6 +13,8 @@ DEFAULT_MODEL = "auto"
 DEFAULT_OLLAMA_MODEL = "llama3.2"
 MODEL_ENV = "AGENTIC_LOOP_MODEL"
 DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_REPLY_TOKENS = 1024
+"""The cap on an Ollama reply's length (`num_predict`) that `load_model` sets."""
 SPEC_HELP = f"auto, local or ollama:NAME (for example ollama:{DEFAULT_OLLAMA_MODEL})"
 
 
@@ -50,11 +52,18 @@ def _ollama_has(name: str) -> bool:
     return name in tags or f"{name}:latest" in tags
 
 
-def load_model(spec: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatModel:
+def load_model(
+    spec: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, reply_tokens: int = DEFAULT_REPLY_TOKENS
+) -> BaseChatModel:
     """A chat model for `spec`: `ollama:NAME` talks to the Ollama server at `OLLAMA_HOST`,
-    `local` runs the embedded SmolLM2 in this process, `auto` picks (see `resolve_spec`)."""
+    `local` runs the embedded SmolLM2 in this process, `auto` picks (see `resolve_spec`).
+
+    `timeout_s` bounds the wait for each part of a reply; `reply_tokens` caps an Ollama
+    reply's length (`num_predict`; the embedded model keeps its own, smaller cap)."""
     if timeout_s <= 0:
         raise ValueError(f"timeout must be positive, got {timeout_s}")
+    if reply_tokens < 1:
+        raise ValueError(f"the reply cap must be at least 1 token, got {reply_tokens}")
     spec = resolve_spec(spec)
     if spec == "local":
         from agentic_loop.local_model import LocalChatModel
@@ -66,7 +75,7 @@ def load_model(spec: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
     from langchain_ollama import ChatOllama
 
     # base_url stays None so the ollama client reads OLLAMA_HOST just as Ollama's own tools do.
-    return ChatOllama(model=name, client_kwargs={"timeout": timeout_s})
+    return ChatOllama(model=name, num_predict=reply_tokens, client_kwargs={"timeout": timeout_s})
 
 
 def ollama_address(base_url: str | None = None) -> str:

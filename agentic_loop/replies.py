@@ -7,8 +7,10 @@ marked as cut short."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import message_chunk_to_message
@@ -33,22 +35,25 @@ class Reply:
 
 
 async def ask(model: Runnable, messages: Sequence[BaseMessage], *, max_chars: int) -> Reply:
-    """The model's reply to `messages`, its text cut after `max_chars` characters."""
+    """The model's reply to `messages`, its text cut to `max_chars` characters."""
     merged: AIMessageChunk | None = None
     whole: AIMessage | None = None
-    cut_short = False
-    async for chunk in model.astream(list(messages)):
-        if isinstance(chunk, AIMessageChunk):
-            merged = chunk if merged is None else merged + chunk
-            if len(merged.text) > max_chars:
-                cut_short = True
-                break  # closing the stream ends the request
-        else:  # a model that does not stream gives its whole reply at once
-            whole = chunk if isinstance(chunk, AIMessage) else AIMessage(str(chunk))
+    # Closed on leaving the block, so that a reply cut short ends its request at once.
+    async with aclosing(cast(AsyncGenerator[Any], model.astream(list(messages)))) as stream:
+        async for chunk in stream:
+            if isinstance(chunk, AIMessageChunk):
+                merged = chunk if merged is None else merged + chunk
+                if len(merged.text) > max_chars:
+                    break  # the text is cut below
+            else:  # a model that does not stream gives its whole reply at once
+                whole = chunk if isinstance(chunk, AIMessage) else AIMessage(str(chunk))
     if merged is not None:
         whole = message_chunk_to_message(merged)  # type: ignore[assignment]
     if whole is None:
         whole = AIMessage("")
+    cut_short = isinstance(whole.content, str) and len(whole.content) > max_chars
+    if cut_short:
+        whole = whole.model_copy(update={"content": whole.text[:max_chars]})
     metadata = whole.response_metadata or {}
     cut_short = cut_short or any(metadata.get(key) == value for key, value in _LENGTH_STOPS)
     return Reply(whole, cut_short)

@@ -17,9 +17,9 @@ if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaul
 DEFAULT_MAX_STEPS = 10
 DEFAULT_MAX_TOOL_CALLS = 8
 DEFAULT_MAX_REPLANS = 3
-DEFAULT_REPLY_TOKENS = 1024
-"""The cap on a reply's length that `load_model` sends to Ollama (`num_predict`)."""
-DEFAULT_REPLY_CHARS = 8 * DEFAULT_REPLY_TOKENS
+CHARS_PER_TOKEN = 8
+"""A generous count of characters per token, to turn a token cap into a character cap."""
+DEFAULT_REPLY_CHARS = 1024 * CHARS_PER_TOKEN
 """Past this many characters a streamed reply is cut, whatever the server's own cap."""
 MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
 

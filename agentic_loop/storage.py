@@ -15,7 +15,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from agentic_loop.state import STORED_TYPES, AgenticResult, AgenticStep, Plan
+from agentic_loop.models import DEFAULT_REPLY_TOKENS
+from agentic_loop.settings import DEFAULT_MAX_REPLANS, DEFAULT_MAX_TOOL_CALLS
+from agentic_loop.state import (
+    STORED_TYPES,
+    AgenticResult,
+    AgenticStep,
+    Plan,
+    PlanVersion,
+    ReplanMode,
+)
 from agentic_loop.step_tools import ToolOptions
 
 DB_ENV = "AGENTIC_LOOP_DB"
@@ -73,6 +82,45 @@ async def open_store(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
         await conn.close()
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What the CLI ran a run with, beyond its model: kept in its checkpoints' metadata so
+    that `resume` and `--from-step` rebuild the same graph. Runs stored before an option
+    existed read as its default."""
+
+    tools: ToolOptions = ToolOptions()
+    approve_tools: tuple[str, ...] = ()
+    """The tools whose calls wait for approval."""
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+    replan: ReplanMode = "on_failure"
+    max_replans: int = DEFAULT_MAX_REPLANS
+    reply_tokens: int = DEFAULT_REPLY_TOKENS
+    """The cap on a reply's length sent to Ollama."""
+
+    def to_metadata(self) -> dict[str, str | int]:
+        # Checkpoint metadata keeps only plain values: lists and dicts go in as JSON text.
+        return {
+            "tools": json.dumps(self.tools.to_metadata()),
+            "approve_tools": json.dumps(list(self.approve_tools)),
+            "max_tool_calls": self.max_tool_calls,
+            "replan": self.replan,
+            "max_replans": self.max_replans,
+            "reply_tokens": self.reply_tokens,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> RunOptions:
+        defaults = cls()
+        return cls(
+            tools=ToolOptions.from_metadata(json.loads(metadata.get("tools") or "{}")),
+            approve_tools=tuple(json.loads(metadata.get("approve_tools") or "[]")),
+            max_tool_calls=metadata.get("max_tool_calls", defaults.max_tool_calls),
+            replan=metadata.get("replan", defaults.replan),
+            max_replans=metadata.get("max_replans", defaults.max_replans),
+            reply_tokens=metadata.get("reply_tokens", defaults.reply_tokens),
+        )
+
+
 @dataclass(frozen=True)
 class StoredRun:
     """A run as its latest checkpoint holds it."""
@@ -90,12 +138,10 @@ class StoredRun:
     review_plan: bool
     """Whether the CLI ran it with plan review (its graph then has a `review` node)."""
     result: AgenticResult | None
-    tools: ToolOptions
-    """The tools the CLI ran it with; none for runs stored before steps had tools."""
-    approve_tools: tuple[str, ...]
-    """The tools whose calls wait for approval."""
-    max_tool_calls: int | None
-    """The per-step limit on tool calls it ran with, if the CLI recorded one."""
+    options: RunOptions
+    """The tools, limits and replanning the CLI ran it with."""
+    plan_versions: list[PlanVersion]
+    """The plan as first made, then each revision replanning made."""
 
 
 async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
@@ -114,11 +160,11 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         result = None  # unfinished, or the result of an earlier task on this thread
     metadata = cast(dict[str, Any], found.metadata)
     review_plan = bool(metadata.get("review"))
-    approve_tools = tuple(json.loads(metadata.get("approve_tools") or "[]"))
+    options = RunOptions.from_metadata(metadata)
     status: str = result.status if result else "unfinished"
     if result is None and review_plan and plan and plan.review is None and not plan.error:
         status = "awaiting review"
-    elif result is None and approve_tools and _waits_for_approval(values, approve_tools):
+    elif result is None and _waits_for_approval(values, options.approve_tools):
         status = "awaiting approval"
     return StoredRun(
         thread_id=thread_id,
@@ -130,9 +176,8 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         model=metadata.get("model"),
         review_plan=review_plan,
         result=result,
-        tools=ToolOptions.from_metadata(json.loads(metadata.get("tools") or "{}")),
-        approve_tools=approve_tools,
-        max_tool_calls=metadata.get("max_tool_calls"),
+        options=options,
+        plan_versions=plan.all_versions() if plan else [],
     )
 
 

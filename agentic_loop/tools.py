@@ -379,4 +379,6 @@ def _result_text(record: RunRecord) -> str:
             f"{call.status}: {events.one_line(call.result, 100)}"
             for call in step.tool_calls
         ]
+    if record.result.answer:
+        lines.append(f"Answer: {record.result.answer}")
     return "\n".join(lines)

@@ -34,6 +34,10 @@ class Reply:
     """If set, the server waits for this event before answering."""
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """Tools the model calls, as (name, arguments) pairs, sent after `text`."""
+    endless: bool = False
+    """If set, `text` is streamed again and again until the client hangs up, whatever the
+    request's `num_predict`: a server that ignores its cap. Otherwise, as Ollama does, a
+    reply longer than `num_predict` words stops there with `done_reason: "length"`."""
 
 
 def plan_or_step(plan: list[str]) -> Callable[[dict[str, Any]], Reply]:
@@ -153,23 +157,47 @@ class OllamaTestServer:
                 if reply.status != 200:
                     self._json(reply.status, {"error": reply.error or "internal error"})
                     return
-                if body.get("stream", True):
-                    self._stream(body["model"], reply)
+                words = re.findall(r"\S+\s*|\s+", reply.text) or [""]
+                cap = (body.get("options") or {}).get("num_predict")
+                stop = "length" if cap is not None and len(words) > cap else "stop"
+                words = words[:cap] if stop == "length" else words
+                if reply.endless:
+                    self._stream_forever(body["model"], words)
+                elif body.get("stream", True):
+                    self._stream(body["model"], words, reply.tool_calls, stop)
                 else:
-                    self._json(200, _chunk(body["model"], reply.text, reply.tool_calls, done=True))
+                    self._json(
+                        200,
+                        _chunk(
+                            body["model"], "".join(words), reply.tool_calls, done=True, stop=stop
+                        ),
+                    )
 
-            def _stream(self, model: str, reply: Reply) -> None:
+            def _start_stream(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                words = re.findall(r"\S+\s*|\s+", reply.text) or [""]
+
+            def _stream(
+                self, model: str, words: list[str], tool_calls: list[Any], stop: str
+            ) -> None:
+                self._start_stream()
                 for word in words:
                     self._send_chunk(_chunk(model, word, done=False))
-                if reply.tool_calls:  # as Ollama does: in a chunk of their own, before `done`
-                    self._send_chunk(_chunk(model, "", reply.tool_calls, done=False))
-                self._send_chunk(_chunk(model, "", done=True))
+                if tool_calls:  # as Ollama does: in a chunk of their own, before `done`
+                    self._send_chunk(_chunk(model, "", tool_calls, done=False))
+                self._send_chunk(_chunk(model, "", done=True, stop=stop))
                 self.wfile.write(b"0\r\n\r\n")
+
+            def _stream_forever(self, model: str, words: list[str]) -> None:
+                self._start_stream()
+                try:
+                    while True:
+                        for word in words:
+                            self._send_chunk(_chunk(model, word, done=False))
+                except OSError:  # the client hung up
+                    self.close_connection = True
 
             def _send_chunk(self, body: dict[str, Any]) -> None:
                 line = json.dumps(body).encode() + b"\n"
@@ -185,6 +213,7 @@ def _chunk(
     tool_calls: Sequence[tuple[str, dict[str, Any]]] = (),
     *,
     done: bool,
+    stop: str = "stop",
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:  # Ollama's shape (`ollama.Message.ToolCall`); the client mints the ids
@@ -199,7 +228,7 @@ def _chunk(
     }
     if done:
         body |= {
-            "done_reason": "stop",
+            "done_reason": stop,
             "total_duration": 1,
             "eval_count": 1,
             "prompt_eval_count": 1,

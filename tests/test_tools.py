@@ -270,7 +270,8 @@ async def test_tools_answer_in_text(closing) -> None:
         f"Run {run_id} completed: Plan a trip: Completed 3/3 steps.\n"
         "Step 1 [completed] A: did A\n"
         "Step 2 [completed] B: did B\n"
-        "Step 3 [completed] C: did C"
+        "Step 3 [completed] C: did C\n"
+        "Answer: The answer."
     )
     assert await tools["run_progress"].ainvoke({"run_id": run_id}) == (
         f"Run {run_id}: completed, 3/3 steps finished.\nLatest result: did C"
@@ -311,7 +312,8 @@ async def test_progress_and_result_report_each_steps_tool_calls(closing) -> None
     assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
         f"Run {run_id} completed: Weather?: Completed 1/1 steps.\n"
         "Step 1 [completed] Check the weather: It is sunny in Brest.\n"
-        '  tool lookup {"city": "Brest"} → success: sunny in Brest'
+        '  tool lookup {"city": "Brest"} → success: sunny in Brest\n'
+        "Answer: The answer."
     )
 
 

@@ -13,6 +13,7 @@ from langgraph.types import Overwrite
 from agentic_loop import events, prompts
 from agentic_loop.models import describe_error
 from agentic_loop.parsing import parse_plan
+from agentic_loop.replies import ask
 from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, Plan
 
@@ -28,15 +29,17 @@ async def plan(
         max_steps = settings.max_steps
     task_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
+    messages = settings.fit(
+        lambda limit: prompts.plan_messages(prompts.clip(task, limit), max_steps)
+    )
+    error: str | None
     try:
-        messages = settings.fit(
-            lambda limit: prompts.plan_messages(prompts.clip(task, limit), max_steps)
-        )
-        reply = await settings.model.ainvoke(messages)
-        steps = parse_plan(reply.text)
-        error = None if steps else "Planning produced no steps."
+        reply = await ask(settings.model, messages, max_chars=settings.max_reply_chars)
     except Exception as exc:  # any model or transport failure ends planning
         steps, error = [], f"Planning failed: {describe_error(exc, settings.model)}"
+    else:
+        steps = parse_plan(reply.message.text)
+        error = None if steps else "Planning produced no steps."
     outcome = Plan(
         task_id=task_id,
         thread_id=config.get("configurable", {}).get("thread_id"),
