@@ -1,0 +1,108 @@
+"""The answer and replanning from the command line, over HTTP against the Ollama-protocol
+test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ANSWER_ASK, REPLAN_ASK
+from ollama_server import OllamaTestServer, Reply, last_prompt, plan_or_step
+
+pytestmark = pytest.mark.integration
+
+TESTS = Path(__file__).parent
+PLAN = ["Look up trains", "Compare prices", "Book the cheapest"]
+ANSWER = "Take the 9:04 direct train; it is the cheapest at 35 euros."
+
+
+def asks(request: dict[str, Any], instruction: str) -> bool:
+    """Whether the request's prompt ends with this instruction (numbers aside)."""
+    return re.sub(r"\d+", "#", last_prompt(request).strip().splitlines()[-1]) == instruction
+
+
+def trains(revision: str = "KEEP") -> Any:
+    normal = plan_or_step(PLAN)
+
+    def reply(request: dict[str, Any]) -> Reply:
+        if asks(request, ANSWER_ASK):
+            return Reply(ANSWER)
+        if asks(request, REPLAN_ASK):
+            return Reply(revision)
+        return normal(request)
+
+    return reply
+
+
+def cli(*args: str, host: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentic_loop", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OLLAMA_HOST": host, "AGENTIC_LOOP_MODEL": "ollama:test-model"},
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
+
+
+def test_a_run_prints_its_answer_and_show_and_json_carry_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    with OllamaTestServer(trains()) as server:
+        done = cli("run", "Find a train to Lyon", "--db", db, "--thread", "t", host=server.url)
+        shown = cli("show", "t", "--db", db, host=server.url)
+        as_json = cli("show", "t", "--db", db, "--json", host=server.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith(f"Answer\n{ANSWER}")
+    assert "Find a train to Lyon: Completed 3/3 steps." in done.stdout
+    assert shown.stdout.rstrip().endswith(f"Answer\n{ANSWER}")
+    assert json.loads(as_json.stdout)["answer"] == ANSWER
+
+
+def test_replan_after_each_step_is_kept_with_the_run(tmp_path: Path) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    revision = "1. Book the 9:04 train"
+    with OllamaTestServer(trains(revision)) as server:
+        done = cli(
+            "run", "Find a train to Lyon", "--db", db, "--thread", "t", "--replan",
+            "after_each_step", "--max-replans", "1", "--json", host=server.url,
+        )  # fmt: skip
+        shown = cli("show", "t", "--db", db, host=server.url)
+        replans = [r for r in server.chat_requests() if asks(r, REPLAN_ASK)]
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [s["description"] for s in result["steps"]] == ["Look up trains", "Book the 9:04 train"]
+    assert [v["change"] for v in result["plan_versions"]] == ["planned", "replaced"]
+    assert len(replans) == 1  # --max-replans 1
+    assert "Plan revised after step 1" in done.stderr
+    assert "Plan versions" in shown.stdout
+    assert "2. replaced (after step 1): Look up trains; Book the 9:04 train" in shown.stdout
+
+
+def test_bad_replan_options_are_one_line(tmp_path: Path) -> None:
+    for args, message in [
+        (["--replan", "sometimes"], "Invalid value for '--replan'"),
+        (["--max-replans", "-1"], "--max-replans must be at least 0, got -1"),
+        (["--max-reply-tokens", "0"], "--max-reply-tokens must be at least 1, got 0"),
+    ]:
+        done = cli("run", "T", *args, "--db", str(tmp_path / "r.sqlite"), host="127.0.0.1:9")
+        assert done.returncode == 2, args
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_run_stored_before_answers_existed_shows_an_empty_answer(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    shutil.copy(TESTS / "data" / "store_v0.sqlite", db)
+    shown = cli("show", "old-finished", "--db", str(db), "--json", host="127.0.0.1:9")
+    text = cli("show", "old-finished", "--db", str(db), host="127.0.0.1:9")
+    result = json.loads(shown.stdout)
+    assert result["answer"] == "" and result["status"] == "completed"
+    assert [v["change"] for v in result["plan_versions"]] == []
+    assert "Answer" not in text.stdout and "Drove." in text.stdout
