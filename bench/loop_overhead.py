@@ -11,7 +11,7 @@ Measures, with a fake chat model (no network, nothing but loopback and a temp fo
    (goal: <= 1.5). Once through `run_agentic_loop` (builds and compiles a graph per
    call) and once through one compiled graph reused by every run. Best of 3 each.
 2. Framework cost per node execution with a model that answers at once: N sequential
-   5-step runs (7 nodes each: plan, 5 x execute, summarise) with no checkpointer, with
+   5-step runs (8 nodes each: plan, 5 x execute, answer, summarise) with no checkpointer, with
    InMemorySaver (durability="sync") and with the durable SQLite store
    (durability="sync"); and the cost of one fake model call on its own, so LangChain's
    model-call overhead can be told apart from LangGraph's (goals: <= 1 ms per step in
@@ -56,8 +56,8 @@ from agentic_loop.storage import open_store  # noqa: E402
 
 TASK = "Write a short report on benchmark overhead"
 STEPS = 5
-NODES_PER_RUN = STEPS + 2  # plan, 5 x execute, summarise
-MODEL_CALLS_PER_RUN = STEPS + 1  # plan, 5 x execute
+NODES_PER_RUN = STEPS + 3  # plan, 5 x execute, answer, summarise
+MODEL_CALLS_PER_RUN = STEPS + 2  # plan, 5 x execute, answer
 DELAY = 0.05
 CONCURRENT = 100
 REPEATS = 3  # concurrency figures
@@ -258,7 +258,7 @@ def report(conc: dict[str, Any], step: dict[str, Any], cli: dict[str, Any]) -> N
         f = conc[name]
         rows.append(
             (
-                f"{name}: 1 run (6 calls x 50 ms)",
+                f"{name}: 1 run (7 calls x 50 ms)",
                 ms(f["single_s"]),
                 f"ideal {conc['ideal_single_s'] * 1000:.0f} ms",
                 "",
