@@ -2,6 +2,10 @@
 
 Set `AGENTIC_LOOP_MODEL` (`ollama:llama3.2`, `local`, `auto`) before starting Jupyter to
 run the loop on a real model instead.
+
+The scripted models tell the loop's prompts apart by patterns made at import time from
+the prompt functions themselves (`agentic_loop.prompts`), never by their wording, so
+re-worded prompts are still recognised.
 """
 
 from __future__ import annotations
@@ -14,24 +18,81 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from agentic_loop import load_model
+from agentic_loop import load_model, prompts
 from agentic_loop.models import resolve_spec
 
 
-def loop_model(plan: list[str], *, fail_once_at: int | None = None) -> BaseChatModel:
+def _instruction(text: str) -> str:
+    """The last line of a prompt, what it asks for, with its numbers left out."""
+    lines = text.strip().splitlines()
+    return re.sub(r"\d+", "#", lines[-1]) if lines else ""
+
+
+def _line_pattern(messages: list[BaseMessage], key: str, **samples: str | int) -> re.Pattern[str]:
+    """A pattern for the line of a prompt built like `messages` that holds the sample
+    value of `key`: each sample value on that line becomes a group of its name, and any
+    other number there matches any number."""
+    names = {str(value): name for name, value in samples.items()}
+    (line,) = [line for line in messages[-1].text.splitlines() if str(samples[key]) in line]
+
+    def part(piece: str) -> str:
+        number = r"\d+"
+        if piece in names:
+            return f"(?P<{names[piece]}>{number if piece.isdigit() else '.+?'})"
+        return number if piece.isdigit() else re.escape(piece)
+
+    pieces = re.split("(" + "|".join(map(re.escape, names)) + r"|\d+)", line)
+    return re.compile("^" + "".join(map(part, pieces)) + "$", re.MULTILINE)
+
+
+ANSWER_ASK = _instruction(prompts.answer_messages("T", ["1. A: a"])[-1].text)
+REPLAN_ASK = _instruction(prompts.replan_messages("T", ["A", "B"], ["1. A: a"], 3)[-1].text)
+PLAN_LINE = _line_pattern(prompts.plan_messages("<task>", 7301), "max_steps", max_steps=7301)
+STEP_LINE = _line_pattern(
+    prompts.step_messages("<task>", 7301, 9402, "<step>", []),
+    "description",
+    description="<step>",
+    step=7301,
+    task="<task>",
+)
+ADAPT_LINE = _line_pattern(
+    prompts.adapt_messages("<task>", 7301, "<step>", "<error>"),
+    "description",
+    description="<step>",
+    error="<error>",
+    task="<task>",
+)
+ANSWER_FOUND = re.compile(
+    re.escape(prompts.answer_messages("<task>", ["<found>"])[-1].text.strip())
+    .replace("<task>", "(?P<task>.*?)")
+    .replace("<found>", "(?P<found>.*?)"),
+    re.DOTALL,
+)
+
+
+def loop_model(
+    plan: list[str], *, fail_once_at: int | None = None, answer: str | None = None
+) -> BaseChatModel:
     """The model named by `AGENTIC_LOOP_MODEL`, else a `ScriptedLoopModel` with `plan`."""
     spec = os.environ.get("AGENTIC_LOOP_MODEL")
     if spec:
         return load_model(spec)
-    return ScriptedLoopModel(plan=plan, fail_once_at=fail_once_at)
+    return ScriptedLoopModel(plan=plan, fail_once_at=fail_once_at, answer=answer)
 
 
 class ScriptedLoopModel(BaseChatModel):
     """Plans `plan` for any task and reports each step done; the first try of step
-    `fail_once_at` raises, so the loop adapts it."""
+    `fail_once_at` raises, so the loop adapts it.
+
+    Asked for the run's answer, it gives `answer`, or else the results it was shown,
+    strung together. Asked to replan, it answers KEEP, unless a result it is shown holds a
+    text in `revisions`: then the steps left become the steps given for that text (once:
+    not when they are in the prompt already)."""
 
     plan: list[str]
     fail_once_at: int | None = None
+    answer: str | None = None
+    revisions: dict[str, list[str]] = {}
     calls: int = 0
 
     @property
@@ -41,28 +102,46 @@ class ScriptedLoopModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
         self.calls += 1
         prompt = messages[-1].text
-        if prompt.startswith("Break this task"):
-            reply = "\n".join(f"{n}. {step}" for n, step in enumerate(self.plan, 1))
-        elif step := re.search(r"^Step (\d+)/\d+: (.+)$", prompt, re.MULTILINE):
-            if int(step[1]) == self.fail_once_at:
+        asks = _instruction(prompt)
+        if asks == ANSWER_ASK:
+            reply = self.answer or _answer_from(prompt)
+        elif asks == REPLAN_ASK:
+            reply = self._revision(prompt)
+        elif step := STEP_LINE.search(prompt):
+            if int(step["step"]) == self.fail_once_at:
                 self.fail_once_at = None
                 raise ConnectionError("the scripted model dropped the connection")
-            reply = f"Done: {step[2].lower()}."
-        else:  # asked to adapt a failed step
-            original = re.search(r"^Original step was: (.+)$", prompt, re.MULTILINE)
-            reply = f"Done another way: {original[1].lower() if original else 'the step'}."
+            reply = f"Done: {_lower_first(step['description'])}."
+        elif adapt := ADAPT_LINE.search(prompt):
+            reply = f"Done another way: {_lower_first(adapt['description'])}."
+        elif PLAN_LINE.search(prompt):
+            reply = "\n".join(f"{n}. {step}" for n, step in enumerate(self.plan, 1))
+        else:
+            raise ValueError(f"the scripted model has no reply to: {prompt[:80]!r}")
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+    def _revision(self, prompt: str) -> str:
+        for found, steps in self.revisions.items():
+            if found in prompt and not any(step in prompt for step in steps):
+                return "\n".join(f"{n}. {step}" for n, step in enumerate(steps, 1))
+        return "KEEP"
 
 
 def tool_model(
-    plan: list[str], tool_calls: dict[int, list[tuple[str, dict[str, Any]]]]
+    plan: list[str],
+    tool_calls: dict[int, list[tuple[str, dict[str, Any]]]],
+    *,
+    revisions: dict[str, list[str]] | None = None,
+    answer: str | None = None,
 ) -> BaseChatModel:
     """A model that calls tools in steps: the one `AGENTIC_LOOP_MODEL` names if it is on
     Ollama, else a `ScriptedToolModel` (the embedded `local` model cannot call tools)."""
     spec = os.environ.get("AGENTIC_LOOP_MODEL", "")
     if spec and resolve_spec(spec).startswith("ollama:"):
         return load_model(spec)
-    return ScriptedToolModel(plan=plan, tool_calls=tool_calls)
+    return ScriptedToolModel(
+        plan=plan, tool_calls=tool_calls, revisions=revisions or {}, answer=answer
+    )
 
 
 class ScriptedToolModel(ScriptedLoopModel):
@@ -81,8 +160,8 @@ class ScriptedToolModel(ScriptedLoopModel):
 
     def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
         prompt = next(m.text for m in messages if isinstance(m, HumanMessage))
-        step = re.search(r"^Step (\d+)/\d+: ", prompt, re.MULTILINE)
-        script = self.tool_calls.get(int(step[1]), []) if step else []
+        step = STEP_LINE.search(prompt)
+        script = self.tool_calls.get(int(step["step"]), []) if step else []
         made = sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
         last = messages[-1]
         if made < len(script):
@@ -92,9 +171,9 @@ class ScriptedToolModel(ScriptedLoopModel):
             self.calls += 1
             said = _first_sentence(last.text)
             if last.status != "success":
-                said = f"Left undone: {said[:1].lower()}{said[1:]}"
+                said = f"Left undone: {_lower_first(said)}"
             reply = AIMessage(said)
-        else:  # planning, a step without tools, or adapting a failed step
+        else:  # planning, a step without tools, adapting, replanning or the answer
             return super()._generate(messages, *args, **kwargs)
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
@@ -134,6 +213,14 @@ class ScriptedAgentModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
+def _answer_from(prompt: str) -> str:
+    """The results an answer prompt shows (lines `n. step: result`), strung together."""
+    found = ANSWER_FOUND.fullmatch(prompt.strip())
+    lines = found["found"].splitlines() if found else []
+    results = [line.split(": ", 1)[-1].strip() for line in lines if line.strip()]
+    return " ".join(results) or "Nothing came of the steps."
+
+
 def _tool_call(name: str, args: dict[str, Any], number: int) -> AIMessage:
     call = {"name": name, "args": args, "id": f"call-{number}", "type": "tool_call"}
     return AIMessage("", tool_calls=[call])
@@ -145,3 +232,7 @@ def _all_text(messages: list[BaseMessage]) -> str:
 
 def _first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
