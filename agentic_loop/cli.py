@@ -198,7 +198,7 @@ def run(
     if (approve_tools or approve_tool) and not tool_options:
         _fail("--approve-tools and --approve-tool need tools: add --tools, --mcp or --workspace")
     thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
-    graph_input = {"task": task, "max_steps": max_steps}
+    graph_input = {"task": task, "max_steps": max_steps, "review_plan": review}
     options = RunOptions(
         tools=tool_options,
         approve_tools=tuple(approve_tool or ()),
@@ -214,7 +214,6 @@ def run(
         db,
         json_out,
         timeout,
-        review=review,
         options=options,
         approve_all=approve_tools,
     )
@@ -318,10 +317,6 @@ def graph(
         typer.Option("--thread", help="Draw this stored run's steps instead of the graph."),
     ] = None,
     db: DbOption = None,
-    review: Annotated[
-        bool,
-        typer.Option("--review", help="Draw the graph of `run --review`, with its review node."),
-    ] = False,
 ) -> None:
     """Draw the graph's shape, or with --thread a stored run's steps and their status.
 
@@ -332,7 +327,7 @@ def graph(
     if format is GraphFormat.png and output is None:
         _fail("png is binary and will not go to the terminal; pass a file with -o graph.png")
     try:
-        picture = _draw_run(thread, db, format) if thread else _draw_graph(format, review)
+        picture = _draw_run(thread, db, format) if thread else _draw_graph(format)
     except DrawingError as exc:
         _fail(str(exc))
     if output is None:
@@ -374,14 +369,14 @@ def _with_store(db: Path | None, action: Any) -> Any:
         _fail(str(exc))
 
 
-def _draw_graph(format: GraphFormat, review: bool) -> str | bytes:
+def _draw_graph(format: GraphFormat) -> str | bytes:
     """The graph's shape in `format`; the ASCII drawing lists self-loops below it."""
     from langchain_core.runnables.graph import Graph
 
     from agentic_loop.drawing import graph_picture, render
     from agentic_loop.graph import create_agentic_loop
 
-    compiled = create_agentic_loop(_stand_in_model(), review_plan=review)
+    compiled = create_agentic_loop(_stand_in_model())
     drawing = compiled.get_graph()
     if format is GraphFormat.mermaid:
         return drawing.draw_mermaid()
@@ -428,7 +423,6 @@ def _drive(
     json_out: bool,
     timeout: float,
     *,
-    review: bool = False,
     from_step: int | None = None,
     options: RunOptions | None = None,
     approve_all: bool = False,
@@ -458,7 +452,6 @@ def _drive(
                 if stored.result is not None and from_step is None:
                     return stored.result, True
             spec = model_spec or (stored.model if stored else None)
-            with_review = review or (stored is not None and stored.review_plan)
             run_options = stored.options if stored else options or RunOptions()
             result = await _stream(
                 saver,
@@ -467,7 +460,6 @@ def _drive(
                 spec,
                 timeout,
                 display,
-                with_review,
                 from_step,
                 run_options,
                 approve_all,
@@ -511,7 +503,6 @@ async def _stream(
     model_spec: str | None,
     timeout: float,
     display: TerminalProgress,
-    review: bool,
     from_step: int | None,
     options: RunOptions,
     approve_all: bool,
@@ -525,7 +516,7 @@ async def _stream(
 
     config: Any = {"configurable": {"thread_id": thread_id}}
     if from_step is not None:  # checked before the model loads, so a bad step fails fast
-        shape = create_agentic_loop(_stand_in_model(), checkpointer=saver, review_plan=review)
+        shape = create_agentic_loop(_stand_in_model(), checkpointer=saver)
         point = await fork_point(shape, thread_id, from_step)
         config["configurable"]["checkpoint_id"] = point.checkpoint_id
     spec = resolve_spec(model_spec or model_spec_from_env())
@@ -535,7 +526,6 @@ async def _stream(
     graph = create_agentic_loop(
         load_model(spec, timeout_s=timeout, reply_tokens=options.reply_tokens),
         checkpointer=saver,
-        review_plan=review,
         tools=step_tools,
         approve_tools=options.approve_tools,
         max_tool_calls=options.max_tool_calls,
@@ -555,15 +545,15 @@ async def _stream(
             f"in `agentic-loop show {thread_id} --history`.",
             highlight=False,
         )
-    config["metadata"] = {"model": spec, "review": review, **options.to_metadata()}
+    config["metadata"] = {"model": spec, **options.to_metadata()}
     relay = ProgressRelay(broadcaster=display)
     return await stream_run(
         graph,
         graph_input,
         config,
         relay,
-        review=_ask_review(display) if review else None,
-        approve=_ask_approval(display) if options.approve_tools else None,
+        review=_ask_review(display),
+        approve=_ask_approval(display),
     )
 
 
@@ -653,9 +643,7 @@ def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
         stored = await load_run(saver, thread_id)
         if stored is None:
             return None, []
-        shape = create_agentic_loop(
-            _stand_in_model(), checkpointer=saver, review_plan=stored.review_plan
-        )
+        shape = create_agentic_loop(_stand_in_model(), checkpointer=saver)
         return stored, await run_history(shape, thread_id)
 
     stored, checkpoints = _with_store(db, read)

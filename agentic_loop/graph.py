@@ -63,9 +63,10 @@ def build_graph(
     `result`. `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. A model with a
     `context_window` attribute (the embedded one) gets prompts cut to fit it.
 
-    `review_plan=True` adds a `review` node that pauses the run with `interrupt()` once
-    the plan is made (see `agentic_loop.state.PlanReview` for the answers it takes); it
-    needs a checkpointer.
+    With `review_plan=True`, runs pause in the `review` node with `interrupt()` once the
+    plan is made (see `agentic_loop.state.PlanReview` for the answers it takes); it needs
+    a checkpointer. A run's input may say otherwise (`{"task": ..., "review_plan": ...}`);
+    the graph's shape is the same either way.
 
     `tools` (LangChain tools, or plain functions with docstrings) make each step a small
     tool-using agent: the model may call them, sees each result, and ends the step with a
@@ -102,6 +103,7 @@ def build_graph(
         tools=step_tools,
         max_tool_calls=max_tool_calls,
         approve_tools=approve,
+        review_plan=review_plan,
         replan=replan,
         max_replans=max_replans,
         max_reply_chars=max_reply_chars,
@@ -119,13 +121,10 @@ def build_graph(
     builder.add_node("replan", partial(replan_node, settings=settings))
     builder.add_node("answer", partial(answer, settings=settings))
     builder.add_node("summarise", summarise)
+    builder.add_node("review", review)
     builder.add_edge(START, "plan")
-    if review_plan:
-        builder.add_node("review", review)
-        builder.add_edge("plan", "review")
-        builder.add_conditional_edges("review", route_after_review)
-    else:
-        builder.add_conditional_edges("plan", route_after_plan)
+    builder.add_conditional_edges("plan", route_after_plan)
+    builder.add_conditional_edges("review", route_after_review)
     builder.add_conditional_edges(
         "execute",
         partial(

@@ -19,8 +19,11 @@ def _steps_left(state: AgenticState) -> bool:
     return len(state.get("steps", [])) < len(state["plan"].steps)
 
 
-async def route_after_plan(state: AgenticState) -> Literal["execute", "summarise"]:
-    return "execute" if state["plan"].steps else "summarise"
+async def route_after_plan(state: AgenticState) -> Literal["review", "execute", "summarise"]:
+    plan = state["plan"]
+    if not plan.steps:
+        return "summarise"
+    return "review" if plan.review_requested else "execute"
 
 
 def _after_step(

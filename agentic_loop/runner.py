@@ -97,7 +97,6 @@ async def run_agentic_loop(
     graph = create_agentic_loop(
         model if model is not None else load_model(model_spec_from_env()),
         checkpointer=checkpointer,
-        review_plan=review is not None,
         tools=tools,
         approve_tools=approve_tools,
         max_tool_calls=max_tool_calls,
@@ -107,7 +106,11 @@ async def run_agentic_loop(
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}"}
     }
-    graph_input: dict[str, Any] | None = {"task": task, "max_steps": max_steps}
+    graph_input: dict[str, Any] | None = {
+        "task": task,
+        "max_steps": max_steps,
+        "review_plan": review is not None,
+    }
     if checkpointer is not None and thread_id is not None:
         stored = await stored_run(graph, config)
         if stored is not None:

@@ -57,6 +57,8 @@ class Settings:
     """Most tool calls one step may make; past it the step fails and is adapted."""
     approve_tools: frozenset[str] = frozenset()
     """Names of the tools whose calls wait for a reviewer's approval."""
+    review_plan: bool = False
+    """Whether runs that do not say otherwise pause for a review of their plan."""
     replan: ReplanMode = "on_failure"
     """When the model may revise the steps left: after a failed step, after every step,
     or never."""

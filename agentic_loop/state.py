@@ -91,6 +91,9 @@ class Plan(BaseModel):
     review: ReviewOutcome | None = Field(
         default=None, description="How a reviewer answered, when the plan was reviewed."
     )
+    review_requested: bool = Field(
+        default=False, description="Whether the run asked for the plan to be reviewed."
+    )
     versions: list[PlanVersion] = Field(
         default_factory=list,
         description="Every version once replanning changed it, the first included; empty "
@@ -162,6 +165,9 @@ class AgenticInput(TypedDict):
     """The task to plan and carry out."""
     max_steps: NotRequired[int]
     """Most steps to run; 0 or absent means the graph's default."""
+    review_plan: NotRequired[bool]
+    """Pause for a review of the plan before any step runs; absent means the graph's
+    default (`build_graph(review_plan=...)`)."""
 
 
 class AgenticOutput(TypedDict):

@@ -136,7 +136,7 @@ class StoredRun:
     model: str | None
     """The model spec the CLI ran it with, if it recorded one."""
     review_plan: bool
-    """Whether the CLI ran it with plan review (its graph then has a `review` node)."""
+    """Whether the run asked for its plan to be reviewed."""
     result: AgenticResult | None
     options: RunOptions
     """The tools, limits and replanning the CLI ran it with."""
@@ -159,7 +159,8 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
     if not isinstance(result, AgenticResult) or plan is None or result.task_id != plan.task_id:
         result = None  # unfinished, or the result of an earlier task on this thread
     metadata = cast(dict[str, Any], found.metadata)
-    review_plan = bool(metadata.get("review"))
+    # Runs stored before the choice was part of the run recorded it in the CLI's metadata.
+    review_plan = bool(plan and plan.review_requested) or bool(metadata.get("review"))
     options = RunOptions.from_metadata(metadata)
     status: str = result.status if result else "unfinished"
     if result is None and review_plan and plan and plan.review is None and not plan.error:

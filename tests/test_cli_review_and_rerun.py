@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+from langchain_ollama import ChatOllama
 from ollama_server import OllamaTestServer, plan_or_step, step_of
 from typer.testing import CliRunner
 
 from agentic_loop.cli import app
+from agentic_loop.graph import create_agentic_loop
+from agentic_loop.storage import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +128,24 @@ def test_history_of_an_unknown_thread(agentic_loop) -> None:
     done = agentic_loop("show", "nope", "--history")
     assert done.exit_code == 2
     assert "no run with thread id 'nope'" in done.output
+
+
+def test_a_review_asked_for_by_library_code_is_answered_from_the_cli(
+    agentic_loop, server, tmp_path: Path
+) -> None:
+    async def pause_for_review() -> None:
+        async with open_store(tmp_path / "runs.sqlite") as saver:
+            model = ChatOllama(model="test-model", base_url=server.url)
+            graph = create_agentic_loop(model, checkpointer=saver, review_plan=True)
+            config = {"configurable": {"thread_id": "lib"}}
+            await graph.ainvoke({"task": "Plan a trip"}, config, durability="sync")
+
+    asyncio.run(pause_for_review())
+    assert "awaiting review" in agentic_loop("runs").output
+    history = json.loads(agentic_loop("show", "lib", "--history", "--json").output)
+    assert history[0]["next"] == ["review"]
+
+    done = agentic_loop("resume", "lib", input="a\n")
+    assert done.exit_code == 0, done.output
+    assert "Run this plan? [a]pprove, [e]dit, [r]eject" in done.output
+    assert asked_steps(server) == [None, 1, 2, 3, None]

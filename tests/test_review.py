@@ -52,9 +52,25 @@ def test_unreadable_review_answers(answer: object, problem: str) -> None:
         read_review(answer, max_steps=3)
 
 
-def test_review_graph_shape_snapshot(snapshot) -> None:
-    graph = create_agentic_loop(ScriptedChatModel(script=[]), review_plan=True)
-    assert graph.get_graph().draw_mermaid(with_styles=False) == snapshot
+def test_the_graph_has_the_same_shape_with_or_without_review() -> None:
+    def shape(**options: Any) -> str:
+        graph = create_agentic_loop(ScriptedChatModel(script=[]), **options)
+        return graph.get_graph().draw_mermaid(with_styles=False)
+
+    assert shape(review_plan=True) == shape()
+    assert "plan -.-> review;" in shape()
+
+
+async def test_the_run_input_asks_for_a_review_whatever_the_graph_default() -> None:
+    model = ScriptedChatModel(script=[plan_text("A"), plan_text("B"), "did B"])
+    graph = create_agentic_loop(model, checkpointer=InMemorySaver())
+    await graph.ainvoke({"task": "T", "review_plan": True}, CONFIG, durability="sync")
+    assert (await graph.aget_state(CONFIG)).next == ("review",)
+
+    other = {"configurable": {"thread_id": "other"}}
+    reviewing = create_agentic_loop(model, checkpointer=graph.checkpointer, review_plan=True)
+    output = await reviewing.ainvoke({"task": "T", "review_plan": False}, other, durability="sync")
+    assert output["result"].status == "completed"
 
 
 async def paused(model: ScriptedChatModel):

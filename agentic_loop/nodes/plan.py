@@ -48,6 +48,7 @@ async def plan(
         max_steps=max_steps,
         error=error,
         duration_ms=int((time.perf_counter() - started) * 1000),
+        review_requested=state.get("review_plan", settings.review_plan),
     )
     payload: dict[str, Any]
     if error:
