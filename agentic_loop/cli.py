@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
@@ -47,6 +48,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: fits 80 columns, reads well in a pipe
 )
 
 EXIT_USAGE = 2
@@ -72,6 +74,7 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print the result as JSON on stdout; progress goes to stderr."),
 ]
+ShowJsonOption = Annotated[bool, typer.Option("--json", help="Print it as JSON.")]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for each model reply.")
 ]
@@ -119,6 +122,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--tools",
+            metavar="MODULE:ATTR",
             help="Tools the steps may call: package.module:attribute, a list of tools or a "
             "function returning one, found from this folder or installed packages. May repeat.",
         ),
@@ -127,6 +131,7 @@ def run(
         Path | None,
         typer.Option(
             "--mcp",
+            metavar="FILE",
             help="An mcpServers JSON file (the format Claude Desktop, Cursor and VS Code "
             "share): the servers' tools go to the steps.",
         ),
@@ -135,6 +140,7 @@ def run(
         Path | None,
         typer.Option(
             "--workspace",
+            metavar="DIR",
             help="A folder the steps may list, read, write and edit files in; nothing "
             "outside it is touched.",
         ),
@@ -147,7 +153,9 @@ def run(
     ] = False,
     approve_tool: Annotated[
         list[str] | None,
-        typer.Option("--approve-tool", help="Ask before each call of this tool. May repeat."),
+        typer.Option(
+            "--approve-tool", metavar="NAME", help="Ask before each call of this tool. May repeat."
+        ),
     ] = None,
     max_tool_calls: Annotated[
         int,
@@ -270,7 +278,7 @@ def show(
         str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")
     ],
     db: DbOption = None,
-    json_out: JsonOption = False,
+    json_out: ShowJsonOption = False,
     history: Annotated[
         bool,
         typer.Option("--history", help="List the run's checkpoints, on every branch."),
@@ -446,10 +454,13 @@ def _drive(
                     f"thread {thread_id!r} already holds a run; resume it with "
                     f"`agentic-loop resume {thread_id}` or pick another --thread"
                 )
+            from_planning = False
             if graph_input is None:
                 if stored is None:
                     _unknown_thread(thread_id, db)
-                if stored.result is not None and from_step is None:
+                # Planning failed or the plan was rejected: resuming plans again.
+                from_planning = stored.result is not None and not stored.steps
+                if stored.result is not None and not from_planning and from_step is None:
                     return stored.result, True
             spec = model_spec or (stored.model if stored else None)
             run_options = stored.options if stored else options or RunOptions()
@@ -460,7 +471,8 @@ def _drive(
                 spec,
                 timeout,
                 display,
-                from_step,
+                None if from_planning else from_step,
+                from_planning,
                 run_options,
                 approve_all,
             )
@@ -504,20 +516,26 @@ async def _stream(
     timeout: float,
     display: TerminalProgress,
     from_step: int | None,
+    from_planning: bool,
     options: RunOptions,
     approve_all: bool,
 ) -> AgenticResult:
+    """Run the graph from `graph_input`, or resume it: from where it stopped, or as a new
+    branch from step `from_step` or from planning."""
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
-    from agentic_loop.history import fork_point
+    from agentic_loop.history import fork_point, planning_point
     from agentic_loop.models import load_model, model_spec_from_env, resolve_spec
     from agentic_loop.runner import stream_run
     from agentic_loop.step_tools import load_tools
 
     config: Any = {"configurable": {"thread_id": thread_id}}
-    if from_step is not None:  # checked before the model loads, so a bad step fails fast
+    if from_step is not None or from_planning:  # checked before the model loads
         shape = create_agentic_loop(_stand_in_model(), checkpointer=saver)
-        point = await fork_point(shape, thread_id, from_step)
+        if from_step is not None:
+            point = await fork_point(shape, thread_id, from_step)
+        else:
+            point = await planning_point(shape, thread_id)
         config["configurable"]["checkpoint_id"] = point.checkpoint_id
     spec = resolve_spec(model_spec or model_spec_from_env())
     step_tools = await load_tools(options.tools)
@@ -539,9 +557,10 @@ async def _stream(
     if step_tools:
         names = ", ".join(t.name for t in step_tools)
         display.console.print(f"[dim]tools {escape(names)}[/]", highlight=False)
-    if from_step is not None:
+    if from_step is not None or from_planning:
+        where = f"from step {from_step}" if from_step is not None else "from planning"
         display.console.print(
-            f"Running again from step {from_step}, as a new branch; the earlier one stays "
+            f"Running again {where}, as a new branch; the earlier one stays "
             f"in `agentic-loop show {thread_id} --history`.",
             highlight=False,
         )
@@ -576,7 +595,7 @@ def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
             console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
         while True:
             question = "Run this plan? [a]pprove, [e]dit, [r]eject (a): "
-            choice = console.input(question, markup=False)
+            choice = _ask(console, question)
             choice = choice.strip().lower() or "a"
             if choice in ("a", "approve", "y", "yes"):
                 return "approve"
@@ -587,11 +606,11 @@ def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
                     highlight=False,
                 )
                 steps: list[str] = []
-                while line := console.input(f"{len(steps) + 1}. ").strip():
+                while line := _ask(console, f"{len(steps) + 1}. ").strip():
                     steps.append(_NUMBERING.sub("", line))
                 return steps
             if choice in ("r", "reject", "n", "no"):
-                return {"action": "reject", "reason": console.input("Why? (optional): ")}
+                return {"action": "reject", "reason": _ask(console, "Why? (optional): ")}
             console.print("Answer a, e or r.", highlight=False)
 
     return ask
@@ -616,11 +635,11 @@ def _ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
             console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
         while True:
             question = "Allow this call? [a]pprove, [e]dit, [r]eject (a): "
-            choice = console.input(question, markup=False).strip().lower() or "a"
+            choice = _ask(console, question).strip().lower() or "a"
             if choice in ("a", "approve", "y", "yes"):
                 return "approve"
             if choice in ("e", "edit"):
-                text = console.input("New arguments, as a JSON object on one line: ")
+                text = _ask(console, "New arguments, as a JSON object on one line: ")
                 try:
                     edited = json.loads(text)
                 except json.JSONDecodeError as exc:
@@ -628,7 +647,7 @@ def _ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
                     continue
                 return {"action": "edit", "args": edited}
             if choice in ("r", "reject", "n", "no"):
-                return {"action": "reject", "reason": console.input("Why? (optional): ")}
+                return {"action": "reject", "reason": _ask(console, "Why? (optional): ")}
             console.print("Answer a, e or r.", highlight=False)
 
     return ask
@@ -717,7 +736,8 @@ def _print_run(console: Console, stored: StoredRun) -> None:
     for number, description in enumerate(stored.plan, 1):
         step = done.get(number)
         if step is None:
-            console.print(f"\n[dim]{number}. {escape(description)} — pending[/]", highlight=False)
+            waiting = "not run" if stored.result else "pending"  # a finished run ran no more
+            console.print(f"\n[dim]{number}. {escape(description)} — {waiting}[/]", highlight=False)
             continue
         cut = " [yellow](cut short at its length cap)[/]" if step.cut_short else ""
         console.print(
@@ -798,7 +818,8 @@ class TerminalProgress:
     def show_plan(self, steps: list[str], heading: bool = True) -> None:
         print_line = self._bar.console.print if self._bar else self.console.print
         if heading:
-            print_line(f"[bold]Plan[/] ({len(steps)} steps)", highlight=False)
+            count = f"{len(steps)} step{'s' if len(steps) != 1 else ''}"
+            print_line(f"[bold]Plan[/] ({count})", highlight=False)
         for number, step in enumerate(steps, 1):
             print_line(f"  {number}. {step}", highlight=False, markup=False)
         self.plan_shown = steps
@@ -822,6 +843,14 @@ class TerminalProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _ask(console: Console, question: str) -> str:
+    """One line of input. From a pipe the answer is not echoed, so end the prompt's line."""
+    answer = console.input(question, markup=False)
+    if not sys.stdin.isatty():
+        console.print()
+    return answer
 
 
 def _console(stderr: bool = False) -> Console:

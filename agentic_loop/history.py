@@ -65,8 +65,11 @@ async def fork_point(graph: CompiledStateGraph, thread_id: str, step: int) -> Ch
         raise ValueError(f"no run with thread id {thread_id!r}")
     state = await graph.aget_state(history[0].config)
     plan = state.values.get("plan")
-    if plan is None or not plan.steps:
-        raise ValueError(f"run {thread_id!r} has no planned steps to run again")
+    if plan is None or not plan.steps or plan.error:
+        raise ValueError(
+            f"run {thread_id!r} has no plan to run again; "
+            f"`agentic-loop resume {thread_id}` plans it again"
+        )
     if not 1 <= step <= len(plan.steps):
         raise ValueError(f"the step must be between 1 and {len(plan.steps)}, got {step}")
     # Oldest first: a step that calls tools passes through `execute` several times, and
@@ -79,6 +82,15 @@ async def fork_point(graph: CompiledStateGraph, thread_id: str, step: int) -> Ch
         ):
             return checkpoint
     raise ValueError(f"run {thread_id!r} has not reached step {step}; resume it instead")
+
+
+async def planning_point(graph: CompiledStateGraph, thread_id: str) -> Checkpoint:
+    """The checkpoint on the run's current branch from which it plans: running the graph
+    from it plans the task again, as a new branch."""
+    for checkpoint in await run_history(graph, thread_id):
+        if checkpoint.on_current_branch and checkpoint.next == ("plan",):
+            return checkpoint
+    raise ValueError(f"no run with thread id {thread_id!r}")
 
 
 def _id(config: RunnableConfig) -> str:

@@ -179,3 +179,7 @@ async def stream_run(
         if inspect.isawaitable(answer):
             answer = await answer
         graph_input = Command(resume=answer)
+        # A run started from an older checkpoint (a re-run) now goes on from its newest.
+        configurable = dict(config.get("configurable", {}))
+        configurable.pop("checkpoint_id", None)
+        config = {**config, "configurable": configurable}

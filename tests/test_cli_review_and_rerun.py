@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from langchain_ollama import ChatOllama
-from ollama_server import OllamaTestServer, plan_or_step, step_of
+from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 from typer.testing import CliRunner
 
 from agentic_loop.cli import app
@@ -149,3 +149,26 @@ def test_a_review_asked_for_by_library_code_is_answered_from_the_cli(
     assert done.exit_code == 0, done.output
     assert "Run this plan? [a]pprove, [e]dit, [r]eject" in done.output
     assert asked_steps(server) == [None, 1, 2, 3, None]
+
+
+@pytest.mark.parametrize("how", [(), ("--from-step", "2")])
+def test_a_run_whose_planning_failed_plans_again(agentic_loop, server, how) -> None:
+    normal = server.reply
+    server.reply = lambda request: Reply(status=500, error="model crashed")
+    failed = agentic_loop("run", "Plan a trip", "--thread", "t")
+    assert failed.exit_code == 1 and "Planning failed" in failed.output
+
+    server.reply = normal
+    again = agentic_loop("resume", "t", *how, "--json")
+    assert again.exit_code == 0, again.output
+    assert "Running again from planning, as a new branch" in again.output
+    assert asked_steps(server) == [None, None, 1, 2, 3, None]  # failed plan, plan, steps, answer
+    assert agentic_loop("resume", "t").exit_code == 0  # now finished: nothing to do
+
+
+def test_rerunning_a_rejected_plan_plans_and_asks_again(agentic_loop, server) -> None:
+    rejected = agentic_loop("run", "Plan a trip", "--thread", "t", "--review", input="r\nno\n")
+    assert rejected.exit_code == 1
+    again = agentic_loop("resume", "t", input="a\n")
+    assert again.exit_code == 0, again.output
+    assert "Run this plan?" in again.output and "Completed 3/3 steps" in again.output
