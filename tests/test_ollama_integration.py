@@ -171,6 +171,12 @@ def hang_on_first_call_for_step(
     return arrived, release
 
 
+def default_signals() -> None:
+    # A runner started in the background (`&`, some CI) ignores SIGINT, and children inherit
+    # that: Ctrl-C must reach the CLI as it does in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_cli(*args: str, host: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
@@ -179,6 +185,7 @@ def spawn_cli(*args: str, host: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        preexec_fn=default_signals,
     )
 
 
