@@ -68,6 +68,11 @@ def load_model(
     if spec == "local":
         from agentic_loop.local_model import LocalChatModel
 
+        if timeout_s != DEFAULT_TIMEOUT_S:
+            raise ValueError(
+                "--timeout applies to Ollama models; the embedded model runs in this "
+                "process, its replies bounded by their length: leave --timeout out"
+            )
         return LocalChatModel()
     provider, _, name = spec.partition(":")
     if provider != "ollama" or not name:

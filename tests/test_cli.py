@@ -44,6 +44,7 @@ def test_help_does_not_import_langgraph() -> None:
         (("run", "T", "--max-steps", "-1"), "--max-steps must be 0 (the default) or more, got -1"),
         (("run", "T", "--model", "gpt4"), "unknown model 'gpt4': use auto, local or ollama:NAME"),
         (("run", "T", "--model", "ollama:x", "--timeout", "0"), "timeout must be positive"),
+        (("run", "T", "--model", "local", "--timeout", "5"), "--timeout applies to Ollama models"),
     ],
 )
 def test_usage_errors(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
