@@ -364,11 +364,11 @@ def _db_path(db: Path | None) -> Path:
 
 
 def _with_store(db: Path | None, action: Any) -> Any:
-    """Open the store, run `action(saver)`, and turn store errors into one line."""
+    """Open the store for reading, run `action(saver)`, and turn store errors into one line."""
     from agentic_loop.storage import StoreError, open_store
 
     async def go() -> Any:
-        async with open_store(_db_path(db)) as saver:
+        async with open_store(_db_path(db), read_only=True) as saver:
             return await action(saver)
 
     try:

@@ -47,39 +47,66 @@ def default_db_path() -> Path:
 
 
 @asynccontextmanager
-async def open_store(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
+async def open_store(path: Path, *, read_only: bool = False) -> AsyncIterator[AsyncSqliteSaver]:
     """The checkpointer for the SQLite file at `path`, created if missing.
 
     Refuses, without touching it, a path that is a folder or a file that is not SQLite.
+    `read_only` opens an existing store for reading only: nothing is created or written,
+    so it works on a read-only copy too.
     """
     import aiosqlite
 
     if path.is_dir():
         raise StoreError(f"{path} is a folder; pass a file path with --db")
-    if path.exists() and path.stat().st_size:
+    has_data = path.exists() and path.stat().st_size > 0
+    if read_only and not has_data:
+        raise StoreError(f"no run store at {path}; `agentic-loop run` makes one, or pass --db")
+    if has_data:
         with path.open("rb") as file:
             if file.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
                 raise StoreError(f"{path} is not a SQLite database; pass another file with --db")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path)
+        if read_only:
+            conn = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path)
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open the run store {path}: {exc}") from exc
     try:
         # Deserialize only the types a run stores, whether or not LANGGRAPH_STRICT_MSGPACK is set.
         serde = JsonPlusSerializer(allowed_msgpack_modules=_ALLOWED_TYPES)
         saver = AsyncSqliteSaver(conn, serde=serde)
-        await saver.setup()  # creates the tables and turns on WAL
-        # In WAL mode, synchronous=NORMAL keeps every commit when the process is killed;
-        # only a power cut can lose the last few. It saves an fsync per checkpoint.
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        if has_data:
+            await _check_tables(conn, path, empty_ok=not read_only)
+        if read_only:
+            saver.is_setup = True  # setting up creates tables and switches the journal
+        else:
+            await saver.setup()  # creates the tables and turns on WAL
+            # In WAL mode, synchronous=NORMAL keeps every commit when the process is killed;
+            # only a power cut can lose the last few. It saves an fsync per checkpoint.
+            await conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
         await conn.close()
         raise StoreError(f"cannot use the run store {path}: {exc}") from exc
+    except StoreError:
+        await conn.close()
+        raise
     try:
         yield saver
     finally:
         await conn.close()
+
+
+async def _check_tables(conn: Any, path: Path, *, empty_ok: bool) -> None:
+    """Refuse a database that holds something else than runs (another program's file)."""
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+        tables = {row[0] async for row in cursor}
+    if not {"checkpoints", "writes"} <= tables and (tables or not empty_ok):
+        found = ", ".join(sorted(tables)) or "none"
+        raise StoreError(
+            f"{path} is not a run store (its tables: {found}); pass another file with --db"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

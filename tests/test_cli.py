@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentic_loop.cli import app
+from agentic_loop.storage import open_store
 
 runner = CliRunner()
 
@@ -71,8 +74,17 @@ def test_db_that_is_not_sqlite_is_refused_and_kept(tmp_path: Path) -> None:
     assert notes.read_text() == "keep me"
 
 
+def empty_store(path: Path) -> Path:
+    async def make() -> None:
+        async with open_store(path):
+            pass
+
+    asyncio.run(make())
+    return path
+
+
 def test_unknown_thread(tmp_path: Path) -> None:
-    db = str(tmp_path / "runs.sqlite")
+    db = str(empty_store(tmp_path / "runs.sqlite"))
     for command in ("show", "resume"):
         done = invoke(command, "nope", "--db", db)
         assert done.exit_code == 2
@@ -80,16 +92,53 @@ def test_unknown_thread(tmp_path: Path) -> None:
 
 
 def test_runs_on_an_empty_store(tmp_path: Path) -> None:
-    done = invoke("runs", "--db", str(tmp_path / "runs.sqlite"))
+    done = invoke("runs", "--db", str(empty_store(tmp_path / "runs.sqlite")))
     assert done.exit_code == 0
     assert "No stored runs" in done.output
+
+
+READERS = [("runs",), ("show", "t"), ("show", "t", "--history"), ("graph", "--thread", "t")]
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_reading_commands_never_create_a_store(command: tuple[str, ...], tmp_path: Path) -> None:
+    missing = tmp_path / "typo-dir" / "runs.sqlite"
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    for db in (missing, empty):
+        done = invoke(*command, "--db", str(db))
+        assert done.exit_code == 2
+        assert f"no run store at {db}" in done.output
+    assert not missing.parent.exists()
+    assert empty.stat().st_size == 0
+
+    store = empty_store(tmp_path / "runs.sqlite")
+    before = store.read_bytes()
+    invoke(*command, "--db", str(store))
+    assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [*READERS, ("run", "T", "--model", "ollama:x")])
+def test_another_programs_database_is_refused_and_left_as_it_was(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    foreign = tmp_path / "notes.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+    before = foreign.read_bytes()
+    done = invoke(*command, "--db", str(foreign))
+    assert done.exit_code == 2, done.output
+    assert f"{foreign} is not a run store (its tables: notes)" in done.output
+    assert foreign.read_bytes() == before
 
 
 def test_db_from_the_environment(tmp_path: Path, monkeypatch) -> None:
     db = tmp_path / "env.sqlite"
     monkeypatch.setenv("AGENTIC_LOOP_DB", str(db))
-    assert invoke("runs").exit_code == 0
-    assert db.exists()
+    assert f"no run store at {db}" in invoke("runs").output  # it reads that file
+    empty_store(db)
+    assert "No stored runs" in invoke("runs").output
 
 
 def test_graph_mermaid_and_ascii() -> None:

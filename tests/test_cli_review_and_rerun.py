@@ -125,6 +125,7 @@ def test_rerun_from_a_step_out_of_range_is_refused(agentic_loop, server, step, m
 
 
 def test_history_of_an_unknown_thread(agentic_loop) -> None:
+    assert agentic_loop("run", "Plan a trip").exit_code == 0  # the store exists
     done = agentic_loop("show", "nope", "--history")
     assert done.exit_code == 2
     assert "no run with thread id 'nope'" in done.output

@@ -298,8 +298,8 @@ def test_cli_prints_a_stored_run_as_text(runs_db: Path) -> None:
     assert mermaid.exit_code == 0 and "flowchart LR" in mermaid.output
 
 
-def test_cli_unknown_thread(tmp_path: Path) -> None:
-    done = invoke("graph", "--thread", "nope", "--db", str(tmp_path / "runs.sqlite"))
+def test_cli_unknown_thread(runs_db: Path) -> None:
+    done = invoke("graph", "--thread", "nope", "--db", str(runs_db))
     assert done.exit_code == 2
     assert "no run with thread id 'nope'" in done.output
     assert "Traceback" not in done.output
