@@ -525,7 +525,7 @@ async def _stream(
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
     from agentic_loop.history import fork_point, planning_point
-    from agentic_loop.models import load_model, model_spec_from_env, resolve_spec
+    from agentic_loop.models import check_ollama, load_model, model_spec_from_env, resolve_spec
     from agentic_loop.runner import stream_run
     from agentic_loop.step_tools import load_tools
 
@@ -551,6 +551,8 @@ async def _stream(
         max_replans=options.max_replans,
         max_reply_chars=CHARS_PER_TOKEN * options.reply_tokens,
     )
+    if spec.startswith("ollama:"):  # a run that cannot start is not stored as failed
+        check_ollama(spec.partition(":")[2])
     display.console.print(
         f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False
     )

@@ -41,15 +41,33 @@ def resolve_spec(spec: str) -> str:
 
 
 def _ollama_has(name: str) -> bool:
+    try:
+        check_ollama(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_ollama(name: str) -> None:
+    """Raise ValueError, saying how to fix it, unless the Ollama server at `OLLAMA_HOST`
+    answers and has the model `name`."""
     import httpx
 
+    where = ollama_address()
     try:
-        reply = httpx.get(f"{ollama_address()}/api/tags", timeout=1.0)
+        reply = httpx.get(f"{where}/api/tags", timeout=1.0)
         reply.raise_for_status()
         tags = {m.get("name") for m in reply.json().get("models", [])}
     except (httpx.HTTPError, ValueError):
-        return False
-    return name in tags or f"{name}:latest" in tags
+        raise ValueError(
+            f"Ollama is not reachable at {where}: start it with `ollama serve`, "
+            "or set OLLAMA_HOST to the address it listens on"
+        ) from None
+    if name not in tags and f"{name}:latest" not in tags:
+        raise ValueError(
+            f"model {name!r} is not available on the Ollama server at {where}: "
+            f"pull it with `ollama pull {name}`"
+        )
 
 
 def load_model(

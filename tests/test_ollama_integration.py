@@ -148,10 +148,23 @@ def test_cli_run_json(server: OllamaTestServer, tmp_path: Path) -> None:
 
 def test_cli_says_in_one_line_that_ollama_is_not_running(tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"
-    done = cli("run", "Plan a trip", "--db", str(tmp_path / "runs.sqlite"), host=host)
-    assert done.returncode == 1
+    db = str(tmp_path / "runs.sqlite")
+    done = cli("run", "Plan a trip", "--db", db, "--thread", "t", host=host)
+    assert done.returncode == 2  # a configuration error: nothing ran, nothing is stored
     assert "Traceback" not in done.stderr + done.stdout
-    assert f"Ollama is not reachable at http://{host}: start it with `ollama serve`" in done.stdout
+    assert f"Ollama is not reachable at http://{host}: start it with `ollama serve`" in done.stderr
+    assert "No stored runs" in cli("runs", "--db", db, host=host).stdout
+
+
+def test_cli_says_in_one_line_that_the_model_is_not_pulled(
+    server: OllamaTestServer, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    done = cli("run", "Plan a trip", "--db", db, "--model", "ollama:llama9", host=server.url)
+    assert done.returncode == 2
+    assert "model 'llama9' is not available" in done.stderr
+    assert "pull it with `ollama pull llama9`" in done.stderr
+    assert server.chat_requests() == []
 
 
 def hang_on_first_call_for_step(
