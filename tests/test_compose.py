@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import BlockingAt, ScriptedChatModel, plan_text
 from langchain_core.runnables import Runnable
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
 from agentic_loop import events
@@ -120,3 +120,11 @@ async def test_plan_review_inside_a_parent_is_answered_through_the_parent(tmp_pa
         output = await parent.ainvoke(Command(resume=["B"]), config)
     assert [s.description for s in output["result"].steps] == ["B"]
     assert output["answer"] == "completed: 1 steps"
+
+
+async def test_a_parent_without_a_task_gets_a_message_saying_how_to_give_one() -> None:
+    parent = StateGraph(MessagesState)
+    parent.add_node("loop", build_graph(ScriptedChatModel(script=[])).compile())
+    parent.add_edge(START, "loop")
+    with pytest.raises(ValueError, match=r"the loop's input has no `task`: give the parent"):
+        await parent.compile().ainvoke({"messages": [("user", "Plan a trip")]})

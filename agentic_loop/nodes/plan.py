@@ -21,6 +21,11 @@ from agentic_loop.state import AgenticState, Plan
 async def plan(
     state: AgenticState, config: RunnableConfig, runtime: Runtime, *, settings: Settings
 ) -> dict[str, Any]:
+    if "task" not in state:
+        raise ValueError(
+            "the loop's input has no `task`: give the parent graph's state a `task` key "
+            "(inherit agentic_loop.AgenticInput) and set it before the loop runs"
+        )
     task = state["task"]
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
