@@ -67,6 +67,7 @@ async def run_agentic_loop(
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
     replan: ReplanMode = "on_failure",
     max_replans: int = DEFAULT_MAX_REPLANS,
+    config: RunnableConfig | None = None,
 ) -> AgenticResult:
     """Plan `task` into steps, run them one by one, adapt failures, and summarise.
 
@@ -84,7 +85,8 @@ async def run_agentic_loop(
     With `tools`, each step may call them (at most `max_tool_calls` times); calls of the
     tools named in `approve_tools` (`True`: all) wait for `approve(request)` to approve,
     edit or reject them. `replan` and `max_replans` say when the model may revise the
-    steps left (see `build_graph`).
+    steps left (see `build_graph`). `config` (callbacks, tags, metadata, run_name) goes to
+    every model and tool call of the run, so an outer agent's tracing sees them.
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
@@ -103,9 +105,7 @@ async def run_agentic_loop(
         replan=replan,
         max_replans=max_replans,
     )
-    config: RunnableConfig = {
-        "configurable": {"thread_id": thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}"}
-    }
+    config = with_thread(config, thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}")
     graph_input: dict[str, Any] | None = {
         "task": task,
         "max_steps": max_steps,
@@ -124,6 +124,12 @@ async def run_agentic_loop(
             graph_input = None  # carry on from the last stored node
     relay = ProgressRelay(on_progress, broadcaster)
     return await stream_run(graph, graph_input, config, relay, durability, review, approve)
+
+
+def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:
+    """A caller's `config` (callbacks, tags, ...) for the run stored under `thread_id`."""
+    config = config or {}
+    return {**config, "configurable": {**config.get("configurable", {}), "thread_id": thread_id}}
 
 
 async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agentic_loop import events
 from agentic_loop.events import Broadcaster, ProgressRelay
 from agentic_loop.models import describe_error
-from agentic_loop.runner import stream_run
+from agentic_loop.runner import stream_run, with_thread
 from agentic_loop.state import AgenticResult
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,11 @@ class BackgroundRuns:
         self._records: dict[str, RunRecord] = {}
         self._tasks: dict[str, asyncio.Task[AgenticResult]] = {}
 
-    async def start(self, task: str, *, max_steps: int = 0) -> str:
-        """Start a run of `task` in the background and return its id at once."""
+    async def start(
+        self, task: str, *, max_steps: int = 0, config: RunnableConfig | None = None
+    ) -> str:
+        """Start a run of `task` in the background and return its id at once. `config`
+        (callbacks, tags, metadata) goes to the run's model and tool calls."""
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be non-empty text, got {task!r}")
         if max_steps < 0:
@@ -164,17 +167,31 @@ class BackgroundRuns:
         while run_id in self._records:
             run_id = f"bg-{uuid.uuid4().hex[:8]}"
         record = RunRecord(run_id=run_id, task=task)
-        config: RunnableConfig = {"configurable": {"thread_id": run_id}}
-        relay = ProgressRelay(broadcaster=_Tracker(record, self.broadcaster))
-        run = stream_run(
-            self.graph, {"task": task, "max_steps": max_steps}, config, relay, durability="sync"
-        )
-        # A fresh context: the run outlives its caller (often a tool call inside another
-        # graph) and must not inherit that caller's run config, namespace or callbacks.
-        job = asyncio.create_task(run, name=run_id, context=contextvars.Context())
-        self._records[run_id], self._tasks[run_id] = record, job
-        job.add_done_callback(lambda done: self._settle(record, done))
+        self._launch(record, {"task": task, "max_steps": max_steps}, with_thread(config, run_id))
         return run_id
+
+    async def resume(self, run_id: str, *, config: RunnableConfig | None = None) -> None:
+        """Carry on a run that was cancelled or raised, from its last stored step (the
+        graph needs a checkpointer). Its record shows it running again."""
+        record, job = self._entry(run_id)
+        if not job.done():
+            raise ValueError(f"run {run_id} is still running")
+        if self.graph.checkpointer is None:
+            raise ValueError("resuming needs a graph compiled with a checkpointer")
+        if record.result is not None:
+            raise ValueError(f"run {run_id} has already finished ({record.state})")
+        record.state, record.error = "running", None
+        self._launch(record, None, with_thread(config, run_id))
+
+    def _launch(self, record: RunRecord, graph_input: Any, config: RunnableConfig) -> None:
+        relay = ProgressRelay(broadcaster=_Tracker(record, self.broadcaster))
+        run = stream_run(self.graph, graph_input, config, relay, durability="sync")
+        # A fresh context: the run outlives its caller (often a tool call inside another
+        # graph) and must not inherit that caller's run config, namespace or callbacks
+        # (those it should have come through `config`).
+        job = asyncio.create_task(run, name=record.run_id, context=contextvars.Context())
+        self._records[record.run_id], self._tasks[record.run_id] = record, job
+        job.add_done_callback(lambda done: self._settle(record, done))
 
     def _settle(self, record: RunRecord, job: asyncio.Task[AgenticResult]) -> None:
         if record.state != "running" or not job.done():

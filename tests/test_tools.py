@@ -182,6 +182,59 @@ async def test_cancel_keeps_finished_steps_under_the_run_id_and_resume_finishes(
     assert len(model.prompts) == 4  # step 1 was not asked again
 
 
+async def test_a_cancelled_run_resumes_in_the_registry_under_its_id(closing) -> None:
+    model = gated()
+    runs = closing(create_agentic_loop(model, checkpointer=InMemorySaver()))
+    run_id = await runs.start("Plan a trip")
+    await until(lambda: runs.progress(run_id).current_step == 2)
+    runs.cancel(run_id)
+    with pytest.raises(RunFailed):
+        await runs.wait(run_id)
+
+    model.gate.set()
+    await runs.resume(run_id)
+    assert runs.progress(run_id).state == "running"
+    result = await runs.wait(run_id)
+    assert [s.result for s in result.steps] == ["did A", "did B", "did C"]
+    assert [(r.run_id, r.state) for r in runs.runs()] == [(run_id, "completed")]
+    with pytest.raises(ValueError, match="has already finished"):
+        await runs.resume(run_id)
+
+
+async def test_resume_needs_a_checkpointer(closing) -> None:
+    runs = closing(create_agentic_loop(gated()))
+    run_id = await runs.start("T")
+    await until(lambda: runs.progress(run_id).current_step == 2)
+    runs.cancel(run_id)
+    with pytest.raises(RunFailed):
+        await runs.wait(run_id)
+    with pytest.raises(ValueError, match="resuming needs a graph compiled with a checkpointer"):
+        await runs.resume(run_id)
+
+
+class SeenModelCalls(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.prompts.append(messages[0][-1].content)
+
+
+async def test_a_callers_config_reaches_the_loops_model_calls(closing) -> None:
+    seen = SeenModelCalls()
+    script = [plan_text("A"), "did A"]
+    await run_agentic_loop(
+        "T", model=ScriptedChatModel(script=script), config={"callbacks": [seen], "tags": ["x"]}
+    )
+    assert len(seen.prompts) == 3  # the plan, the step, the answer
+
+    background = SeenModelCalls()
+    runs = closing(create_agentic_loop(ScriptedChatModel(script=script)))
+    run_id = await runs.start("T", config={"callbacks": [background]})
+    await runs.wait(run_id)
+    assert len(background.prompts) == 3
+
+
 async def test_a_run_that_raises_is_recorded_logged_and_raised_by_wait(caplog, closing) -> None:
     runs = closing(create_agentic_loop(ScriptedChatModel(script=[]), checkpointer=BrokenSaver()))
     with caplog.at_level(logging.ERROR, logger="agentic_loop.tools"):
