@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         AgenticStep,
         PlanReview,
     )
+    from agentic_loop.storage import checkpointer
     from agentic_loop.tools import BackgroundRuns
 
 _EXPORTS = {
@@ -32,6 +33,7 @@ _EXPORTS = {
     "AgenticStep": "agentic_loop.state",
     "PlanReview": "agentic_loop.state",
     "BackgroundRuns": "agentic_loop.tools",
+    "checkpointer": "agentic_loop.storage",
 }
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "BackgroundRuns",
     "PlanReview",
     "build_graph",
+    "checkpointer",
     "create_agentic_loop",
     "load_model",
     "run_agentic_loop",

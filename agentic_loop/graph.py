@@ -156,7 +156,8 @@ def create_agentic_loop(
     **settings: Any,
 ) -> CompiledStateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """`build_graph(model, **settings)` compiled. Stream with `durability="sync"` for
-    every node's writes to be stored before the next node starts."""
+    every node's writes to be stored before the next node starts. `agentic_loop.checkpointer()`
+    is an in-memory checkpointer that restores the loop's types without warnings."""
     return build_graph(model, **settings).compile(checkpointer=checkpointer, store=store, name=name)
 
 

@@ -10,10 +10,10 @@ from typing import Any, cast
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Durability
 
+from agentic_loop import storage
 from agentic_loop.events import (
     Broadcaster,
     OnProgress,
@@ -95,7 +95,7 @@ async def run_agentic_loop(
     if approve_tools and approve is None:
         raise ValueError("approve_tools needs an `approve` handler to answer the approvals")
     if (review is not None or approve_tools) and checkpointer is None:
-        checkpointer = InMemorySaver()  # a paused graph needs somewhere to wait
+        checkpointer = storage.checkpointer()  # a paused graph needs somewhere to wait
     graph = create_agentic_loop(
         model if model is not None else load_model(model_spec_from_env()),
         checkpointer=checkpointer,

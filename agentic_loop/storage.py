@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -32,6 +33,22 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 _ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
+
+
+def run_serializer() -> JsonPlusSerializer:
+    """A serializer that restores the run's own types (besides the messages and LangGraph
+    types LangGraph deems safe) and refuses others, whether or not
+    `LANGGRAPH_STRICT_MSGPACK` is set, with no "Deserializing unregistered type" warning."""
+    return JsonPlusSerializer(allowed_msgpack_modules=_ALLOWED_TYPES)
+
+
+def checkpointer() -> InMemorySaver:
+    """An in-memory checkpointer for the loop that restores its types without warnings.
+
+    Another saver takes the same serializer: `SqliteSaver(conn, serde=run_serializer())`.
+    A parent graph whose state holds types of its own allows them too:
+    `checkpointer().with_allowlist([(cls.__module__, cls.__name__)])`."""
+    return InMemorySaver(serde=run_serializer())
 
 
 class StoreError(Exception):
@@ -74,9 +91,7 @@ async def open_store(path: Path, *, read_only: bool = False) -> AsyncIterator[As
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open the run store {path}: {exc}") from exc
     try:
-        # Deserialize only the types a run stores, whether or not LANGGRAPH_STRICT_MSGPACK is set.
-        serde = JsonPlusSerializer(allowed_msgpack_modules=_ALLOWED_TYPES)
-        saver = AsyncSqliteSaver(conn, serde=serde)
+        saver = AsyncSqliteSaver(conn, serde=run_serializer())
         if has_data:
             await _check_tables(conn, path, empty_ok=not read_only)
         if read_only:

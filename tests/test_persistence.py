@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,66 @@ async def test_load_run_reads_an_in_memory_saver_under_strict_msgpack() -> None:
     stored = await load_run(saver, "t")
     assert stored is not None and isinstance(stored.result, AgenticResult)
     assert stored.plan == ["A"] and stored.status == "completed"
+
+
+RESTORE_WITHOUT_STRICT_MODE = """
+import asyncio, logging
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from agentic_loop import checkpointer, create_agentic_loop
+from agentic_loop.storage import load_run
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+class Model(FakeMessagesListChatModel):
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+def weather(city: str) -> str:
+    \"\"\"Today's weather in a city.\"\"\"
+    return f"Sunny in {city}."
+
+async def main():
+    call = {"name": "weather", "args": {"city": "Brighton"}, "id": "call-1"}
+    model = Model(responses=[
+        AIMessage("1. Look at the weather"), AIMessage("", tool_calls=[call]),
+        AIMessage("It is sunny."), AIMessage("Go to the beach."),
+    ])
+    saver = SAVER
+    graph = create_agentic_loop(model, checkpointer=saver, tools=[weather])
+    config = {"configurable": {"thread_id": "t"}}
+    await graph.ainvoke({"task": "Beach?", "review_plan": True}, config, durability="sync")
+    await graph.ainvoke(Command(resume="approve"), config, durability="sync")
+    result = (await graph.aget_state(config)).values["result"]
+    history = [s async for s in graph.aget_state_history(config)]
+    messages = [type(m).__name__ for s in history for m in s.values.get("messages", [])]
+    stored = await load_run(saver, "t")
+    print(type(result).__name__, result.status, result.steps[0].tool_calls[0].tool)
+    print(sorted(set(messages)), stored.status, type(stored.steps[0]).__name__)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("saver", "warns"), [("checkpointer()", False), ("InMemorySaver()", True)])
+def test_loop_checkpointer_restores_the_loop_types_without_strict_mode_or_warnings(
+    saver: str, warns: bool, tmp_path: Path
+) -> None:
+    """Without LANGGRAPH_STRICT_MSGPACK, LangGraph warns for every type a plain saver restores
+    that nobody registered; `agentic_loop.checkpointer()` registers the loop's, and restores
+    a run with a tool call and a plan review whole."""
+    script = tmp_path / "restore.py"
+    script.write_text(RESTORE_WITHOUT_STRICT_MODE.replace("SAVER", saver), encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if key != "LANGGRAPH_STRICT_MSGPACK"}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "AgenticResult completed weather",
+        "['AIMessage', 'HumanMessage', 'SystemMessage', 'ToolMessage'] completed AgenticStep",
+    ]
+    assert ("Deserializing unregistered type agentic_loop.state.Plan" in done.stderr) is warns
+    assert "Blocked deserialization" not in done.stderr
