@@ -677,18 +677,20 @@ def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
         ]
         typer.echo(_to_json(rows))
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table("", "source", "next", "steps done", "created (UTC)")
-    table.add_column("checkpoint", no_wrap=True)
+    # Narrow enough for 80 columns; --json has each checkpoint's id as well.
+    table = Table(box=box.SIMPLE_HEAD)
+    for heading in ("", "steps done", "next", "source", "created (UTC)"):
+        table.add_column(heading, no_wrap=True)
     for point in checkpoints:
         table.add_row(
             "●" if point.on_current_branch else "",
-            point.source,
-            ", ".join(point.next) or "(end)",
             str(point.steps_done),
+            ", ".join(point.next) or "(end)",
+            point.source,
             point.created_at[:19].replace("T", " "),
-            point.checkpoint_id,
         )
     console = _console()
     console.print(f"[bold]{escape(stored.task)}[/] · thread {stored.thread_id}", highlight=False)

@@ -91,7 +91,7 @@ def test_history_and_rerun_from_a_step(agentic_loop, server) -> None:
     assert all(c["on_current_branch"] for c in history)
 
     table = agentic_loop("show", "t", "--history")
-    assert history[0]["checkpoint_id"] in table.output
+    assert "(end)" in table.output and "summarise" in table.output
     assert "agentic-loop resume t --from-step K" in table.output
 
     rerun = agentic_loop("resume", "t", "--from-step", "2", "--json")
