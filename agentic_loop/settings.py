@@ -119,17 +119,20 @@ class Settings:
 
     def fit(self, build: Callable[[int | None], list[BaseMessage]]) -> list[BaseMessage]:
         """The prompt `build(limit)` makes, where `limit` cuts each text the prompt carries
-        (task, step, results, errors) to that many characters: uncut (None) if it fits the
-        context window, else the longest limit that fits."""
+        (task, step, results, errors) to that many characters: see `fit_limit`."""
+        return build(self.fit_limit(build))
+
+    def fit_limit(self, build: Callable[[int | None], list[BaseMessage]]) -> int | None:
+        """None if the prompt `build(None)` fits the context window with room for the
+        reply, else the longest limit that fits (the shortest if none does)."""
         if self.context_window is None:
-            return build(None)
+            return None
         budget = self.context_window - self.reply_tokens
-        messages = build(None)
-        for limit in _LIMITS:
-            if cast(Any, self.model).get_num_tokens_from_messages(messages) <= budget:
-                break
-            messages = build(limit)
-        return messages
+        count = cast(Any, self.model).get_num_tokens_from_messages
+        for limit in (None, *_LIMITS):
+            if count(build(limit)) <= budget:
+                return limit
+        return _LIMITS[-1]
 
 
 _LIMITS = (2000, 1000, 500, 250, 120, 60)

@@ -431,3 +431,21 @@ async def test_output_holds_only_the_result() -> None:
     out = await graph.ainvoke({"task": "T"})
     assert set(out) == {"result"}
     assert isinstance(out["result"], AgenticResult)
+
+
+class SmallWindowModel(ScriptedChatModel):
+    """Scripted, with a context window of 300 tokens of about four characters each."""
+
+    context_window: int = 300
+
+    def get_num_tokens_from_messages(self, messages: Any, tools: Any = None) -> int:
+        return sum(len(m.text) for m in messages) // 4
+
+
+async def test_a_task_cut_to_fit_the_window_says_so_when_planning_finds_no_steps() -> None:
+    model = SmallWindowModel(script=["I cannot tell what you want."])
+    result, _ = await run_collecting(model, task="Plan a trip " * 500)
+    assert result.status == "failed"
+    assert result.summary.startswith("Planning produced no steps from the task cut to its first ")
+    assert "to fit the model's context window" in result.summary
+    assert len(model.prompts[0]) < 1200

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
@@ -34,9 +35,12 @@ async def plan(
         max_steps = settings.max_steps
     task_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
-    messages = settings.fit(
-        lambda limit: prompts.plan_messages(prompts.clip(task, limit), max_steps)
-    )
+
+    def build(limit: int | None) -> list[BaseMessage]:
+        return prompts.plan_messages(prompts.clip(task, limit), max_steps)
+
+    limit = settings.fit_limit(build)
+    messages = build(limit)
     error: str | None
     try:
         reply = await ask(settings.model, messages, max_chars=settings.max_reply_chars)
@@ -45,6 +49,12 @@ async def plan(
     else:
         steps = parse_plan(reply.message.text)
         error = None if steps else "Planning produced no steps."
+        if not steps and limit is not None and len(task) > limit:
+            error = (
+                f"Planning produced no steps from the task cut to its first {limit} "
+                "characters to fit the model's context window; shorten the task, or use a "
+                "model with a larger window"
+            )
     outcome = Plan(
         task_id=task_id,
         thread_id=config.get("configurable", {}).get("thread_id"),
