@@ -191,7 +191,7 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     """The current step's conversation: its prompt, the model's turns and the tool results.
     Emptied when the step ends."""
-    answer: Answer
+    answer: Answer | None
     """Written by `answer` once the last step is done."""
 
 

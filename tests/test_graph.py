@@ -426,6 +426,19 @@ async def test_reused_thread_with_a_new_task_starts_from_an_empty_record() -> No
     assert [s.description for s in out["result"].steps] == ["B"]
 
 
+async def test_reused_thread_whose_new_plan_fails_keeps_no_answer_of_the_old_task() -> None:
+    graph = create_agentic_loop(
+        ScriptedChatModel(script=[plan_text("A"), "a", "no list here"]),
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    first = await graph.ainvoke({"task": "one"}, config)
+    assert first["result"].answer == "The answer."
+    out = await graph.ainvoke({"task": "two"}, config)
+    assert out["result"].summary == "Planning produced no steps."
+    assert out["result"].answer == ""
+
+
 async def test_output_holds_only_the_result() -> None:
     graph = create_agentic_loop(ScriptedChatModel(script=[plan_text("A"), "a"]))
     out = await graph.ainvoke({"task": "T"})

@@ -84,4 +84,5 @@ async def plan(
         "failure": None,
         "current": None,
         "messages": Overwrite([]),
+        "answer": None,
     }
