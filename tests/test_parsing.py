@@ -1,6 +1,12 @@
 import pytest
 
-from agentic_loop.parsing import clean_reply, parse_plan, restarts_numbering
+from agentic_loop.parsing import (
+    clean_reply,
+    degenerate_reason,
+    parse_plan,
+    restarts_numbering,
+    strip_echo,
+)
 
 CASES = {
     "plain numbered": (
@@ -117,3 +123,140 @@ def test_clean_reply_drops_reasoning_and_whitespace() -> None:
 def test_restarts_numbering(text: str, expected: bool) -> None:
     """Where the embedded model stops generating: at a second list, not a nested one."""
     assert restarts_numbering(text) is expected
+
+
+# Replies marked "SmolLM2" are real replies of the embedded model to the loop's prompts.
+_DESTINATIONS = """\
+1. Choose a destination: I'm planning a weekend trip to the coast.
+2. Select a destination: I'm planning a weekend trip to the coast.
+3. Choose a destination: I'm planning a weekend trip to the coast.
+4. Select a destination: I'm choosing a destination to the coast.
+5. Select a destination: I'm selecting a destination to the coast.
+6. Choose a destination: I'm choosing a destination to the coast.
+7. Select a destination: I'm selecting a destination to the coast.
+8. Select a destination: I'm selecting a destination to the coast.
+9. Choose a destination: I'm choosing a destination to the coast.
+10. Select a destination: I'm selecting a destination to the coast.
+11. Select a destination: I'm selecting a destination to the coast.
+12. Select a destination: I'm selecting a destination to the coast.
+13. Choose a destination: I'm choosing a destination to the coast.
+14. Select a destination: I'm choosing a destination to the coast.
+15. Select a destination: I'm selecting a destination to the coast.
+16. Select a destination: I'm selecting a destination to the coast.
+17. Select a destination: I'm selecting a destination to the coast.
+18. Select a destination: I'm selecting a destination to the coast.
+19. Select a destination: I'm selecting a destination to the coast.
+20."""
+"""SmolLM2's first step of "Plan a weekend trip to the coast" before the stop rules."""
+DEGENERATE = {
+    "empty": ("", "the reply was empty"),
+    "blank lines": ("\n \n", "the reply was empty"),
+    "SmolLM2: numbering copied from the results it was shown": (
+        "1. 1. Choose a destination: I'm planning a weekend trip to the coast.\n"
+        "2. 2. Select a destination: I'm planning a weekend trip to the coast.",
+        "the reply repeats its numbering (1. 1. 1.)",
+    ),
+    "SmolLM2: bare numbering": (
+        "1. 1. 1. 2. 3. 4. 5. 6. 7. 8. 9. 10. 11. 12. 13. 14. 15. 16.",
+        "the reply repeats its numbering (1. 1. 1.)",
+    ),
+    "SmolLM2: a list going round a few items": (
+        _DESTINATIONS,
+        "the reply repeats one line 11 times",
+    ),
+    "SmolLM2: one line under a new number each time": (
+        "1. Choose a suitable plant for your garden: Tomato plants, cucumbers, basil\n"
+        "2. Choose a suitable plant for your garden: Tomato plants, cucumbers, basil\n"
+        "3. Choose a suitable plant for your garden: Tomato plants, cucumbers, basil",
+        "the reply repeats one line 3 times",
+    ),
+    "SmolLM2: one line under step labels": (
+        "I'm ready to assist. Please go ahead and submit your cover letter.\n\n"
+        "Step 1: I'm ready to assist. Please go ahead and submit your cover letter.\n\n"
+        "Step 2: I'm ready to assist. Please go ahead and submit your cover letter.",
+        "the reply repeats one line 3 times",
+    ),
+    "SmolLM2: a signature block on a loop": (
+        "Sincerely,\n" + "[Your Position]\n[Your Company]\n[Your Job Title]\n" * 4,
+        "the reply goes round the same 4 lines",
+    ),
+    "a phrase over and over": (" ".join(["and again"] * 8), "the reply repeats 'and again'"),
+    "a phrase over and over, capitalised at times": (
+        "Tomatoes, basil, tomatoes, basil, Tomatoes, basil, tomatoes, basil, tomatoes, basil, "
+        "tomatoes, basil",
+        "the reply repeats 'Tomatoes, basil'",
+    ),
+}
+READABLE = {
+    "SmolLM2: a step": "To plan a weekend trip to the coast, I would choose a destination that "
+    "offers breathtaking views of the ocean and local culture.",
+    "SmolLM2: a list": "1. Choose a suitable plant: pick vegetables that suit your climate.\n"
+    "2. Plant the chosen plant: place it in a sunny spot.\n"
+    "3. Water the plant: keep the soil moist but well drained.",
+    "SmolLM2: numbers inside a sentence": "The steps to clean the kitchen are: 1. Remove "
+    "trash from the kitchen; 2. Wipe counters with a broom; and 3. Mop floor using a broom.",
+    "SmolLM2: a letter": "Dear [Company Name],\n\nI am excited to apply for the role.\n\n"
+    "Sincerely,\n[Your Name]",
+    "a rule of dashes": "Plan\n----------------------------------------\nDone",
+    "a price": "It costs 1.5 euros.",
+    "a line said twice": "Pack the car.\nDrive to the coast.\nPack the car.",
+}
+
+
+@pytest.mark.parametrize(("text", "reason"), DEGENERATE.values(), ids=DEGENERATE.keys())
+def test_degenerate_reason(text: str, reason: str) -> None:
+    assert (degenerate_reason(text) or "").startswith(reason)
+
+
+@pytest.mark.parametrize("text", READABLE.values(), ids=READABLE.keys())
+def test_readable_replies_are_not_degenerate(text: str) -> None:
+    assert degenerate_reason(text) is None
+
+
+_STEP_PROMPT = (
+    "You are a capable assistant carrying out a task one step at a time. Answer plainly and "
+    "concisely.\nTask: Organise a birthday party\nStep 2/3: Choose a suitable venue\n"
+    "Earlier results:\nStep 1: I would pick a Saturday afternoon.\n\n"
+    "Carry out this step and report what you did."
+)
+ECHOES = {
+    "SmolLM2: the instruction, then a prompt line of its own making": (
+        "Carry out this step and report what you did.\n\n"
+        "Step 2/3: Plan a party for your friend's birthday",
+        "Step 2/3: Plan a party for your friend's birthday",
+    ),
+    "SmolLM2: the instruction under a step label": (
+        "Step 1: Carry out this step and report what you did.",
+        "",
+    ),
+    "an earlier result copied back": (
+        "Step 1: I would pick a Saturday afternoon.\nI would book the village hall.",
+        "I would book the village hall.",
+    ),
+    "the step restated, numbered": (
+        "1. Choose a suitable venue\nI would book the village hall.",
+        "I would book the village hall.",
+    ),
+    "an echoed sentence inside a line": (
+        "I booked the hall. Carry out this step and report what you did. It was free.",
+        "I booked the hall. It was free.",
+    ),
+    "in other case and spacing": (
+        "CARRY OUT THIS STEP  and report what you did.\nBooked.",
+        "Booked.",
+    ),
+    "short lines are never echoes": ("Task: Organise\nDone.", "Task: Organise\nDone."),
+    "no echo: unchanged, blank lines and indents kept": (
+        "I would book the village hall.\n\n  - it holds 60 people\n  - it has a kitchen",
+        "I would book the village hall.\n\n  - it holds 60 people\n  - it has a kitchen",
+    ),
+    "a sentence that only contains the prompt's words": (
+        "I would choose a suitable venue near the station.",
+        "I would choose a suitable venue near the station.",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), ECHOES.values(), ids=ECHOES.keys())
+def test_strip_echo(text: str, expected: str) -> None:
+    assert strip_echo(text, _STEP_PROMPT) == expected
