@@ -177,8 +177,6 @@ class StoredRun:
     updated_at: str
     model: str | None
     """The model spec the CLI ran it with, if it recorded one."""
-    review_plan: bool
-    """Whether the run asked for its plan to be reviewed."""
     result: AgenticResult | None
     options: RunOptions
     """The tools, limits and replanning the CLI ran it with."""
@@ -217,7 +215,6 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         plan=plan.steps if plan else [],
         updated_at=found.checkpoint["ts"],
         model=metadata.get("model"),
-        review_plan=review_plan,
         result=result,
         options=options,
         plan_versions=plan.all_versions() if plan else [],

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 # Before LangGraph is imported: checkpoints may only hold types the graph declares.
 os.environ["LANGGRAPH_STRICT_MSGPACK"] = "true"
@@ -86,6 +90,28 @@ class BlockingAt(ScriptedChatModel):
             self.prompts.append(messages[-1].text)
             await asyncio.Event().wait()
         return self._generate(messages, stop, run_manager, **kwargs)
+
+
+def _default_signals() -> None:
+    # A runner started in the background (`&`, some CI) ignores SIGINT, and children inherit
+    # that: Ctrl-C must reach the CLI as it does in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def spawn_cli(
+    *args: str, host: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """The CLI in a process of its own, on the Ollama test server at `host`, to stop or kill."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
+        env={**os.environ, "OLLAMA_HOST": host, **(env or {})},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_default_signals,
+    )
 
 
 def calls(*tool_calls: tuple[str, dict[str, Any]]) -> AIMessage:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import spawn_cli
 from ollama_server import STEP_LINE, OllamaTestServer, Reply, tool_messages
 
 from agentic_loop.local_model import local_model_available
@@ -148,12 +149,9 @@ def test_sigkill_right_after_a_tool_ran_resumes_without_running_it_again(notes: 
     notes_file = notes / "notes.txt"
     env = {"NOTES_FILE": str(notes_file)}
     with OllamaTestServer(reply) as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agentic_loop", "run", "Take a note", "--tools",
-             "my_tools:TOOLS", "--db", db, "--thread", "kill", "--model", "ollama:test-model"],
-            env={**os.environ, "OLLAMA_HOST": server.url, **env},
-            cwd=notes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True,
+        proc = spawn_cli(
+            "run", "Take a note", "--tools", "my_tools:TOOLS", "--db", db, "--thread", "kill",
+            host=server.url, cwd=notes, env=env,
         )  # fmt: skip
         try:
             assert second_turn.wait(timeout=60), "the turn after the tool never reached the model"

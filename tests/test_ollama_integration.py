@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import spawn_cli
 from langchain_ollama import ChatOllama
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 
@@ -182,24 +183,6 @@ def hang_on_first_call_for_step(
 
     server.reply = reply
     return arrived, release
-
-
-def default_signals() -> None:
-    # A runner started in the background (`&`, some CI) ignores SIGINT, and children inherit
-    # that: Ctrl-C must reach the CLI as it does in a terminal.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def spawn_cli(*args: str, host: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
-        env={**os.environ, "OLLAMA_HOST": host},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=default_signals,
-    )
 
 
 def test_killed_run_resumes_without_redoing_finished_steps(
