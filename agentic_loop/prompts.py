@@ -26,15 +26,23 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def plan_messages(task: str, max_steps: int) -> list[BaseMessage]:
-    return [
-        SystemMessage(SYSTEM),
-        HumanMessage(
+def plan_messages(task: str, max_steps: int, *, typed: bool = False) -> list[BaseMessage]:
+    """Ask for the plan: a numbered list, or with `typed` the JSON of
+    `dependencies.TypedPlan` (the model is held to its schema)."""
+    if typed:
+        ask = (
+            f"Break this task into steps (at most {max_steps}). Give each step an id "
+            "(1, 2, 3, ...), a description, and depends_on: the ids of the earlier steps "
+            "whose results it needs (none if it can start at once)."
+        )
+    else:
+        ask = (
             f"Break this task into numbered steps (at most {max_steps}). "
-            "Return ONLY the numbered list, one step per line, nothing else.\n\n"
-            f"Task: {task}"
-        ),
-    ]
+            "Return ONLY the numbered list, one step per line, nothing else. "
+            "A step that needs the results of particular earlier steps ends with "
+            "(after N) naming them."
+        )
+    return [SystemMessage(SYSTEM), HumanMessage(f"{ask}\n\nTask: {task}")]
 
 
 def step_messages(

@@ -1,0 +1,158 @@
+"""Which steps wait for which: the typed plan a model writes under a JSON schema, the
+dependency notes of a text plan ("(after 1, 3)"), the checks that make any plan runnable,
+and which steps are ready to start."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agentic_loop.parsing import clean_reply
+
+DESCRIPTION_CHARS = 300
+"""Longest step description a typed plan may hold."""
+
+
+class PlannedStep(BaseModel):
+    """One step of a typed plan, as the model writes it."""
+
+    id: int = Field(description="The step's number.")
+    description: str = Field(description="What to do, in one sentence.")
+    depends_on: list[int] = Field(
+        default_factory=list, description="Ids of the steps whose results this step needs."
+    )
+
+
+class TypedPlan(BaseModel):
+    """The reply planning asks for when the model can be held to a JSON schema."""
+
+    steps: list[PlannedStep]
+
+
+def plan_schema(max_steps: int) -> dict[str, Any]:
+    """The JSON schema of a typed plan of 1 to `max_steps` steps, closed to other keys,
+    for Ollama's `format` or llama.cpp's grammar."""
+    step = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "description": {"type": "string", "maxLength": DESCRIPTION_CHARS},
+            "depends_on": {"type": "array", "items": {"type": "integer"}},
+        },
+        "required": ["id", "description", "depends_on"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}
+        },
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
+
+
+def read_typed_plan(text: str) -> list[PlannedStep] | None:
+    """The steps of a typed plan, or None if `text` is not one (not JSON, or another
+    shape). Steps without words are dropped."""
+    try:
+        plan = TypedPlan.model_validate(json.loads(clean_reply(text)))
+    except (ValueError, ValidationError):
+        return None
+    steps = [
+        step.model_copy(update={"description": " ".join(step.description.split())})
+        for step in plan.steps
+    ]
+    return [step for step in steps if re.search(r"[^\W\d_]", step.description)]
+
+
+_AFTER = re.compile(
+    r"\s*[(\[]\s*(?:after|needs|depends\s+on|waits\s+for)\s+(?:steps?\s+)?"
+    r"(?P<ids>\d{1,3}(?:\s*(?:,|and|&)\s*\d{1,3})*)\s*[)\]]\s*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def split_dependency_note(text: str) -> tuple[str, list[int]]:
+    """A text plan's step without its closing dependency note, and the step numbers the
+    note names: `"Choose (after 1, 3)"` gives `("Choose", [1, 3])`."""
+    match = _AFTER.search(text)
+    if match is None:
+        return text, []
+    ids = [int(n) for n in re.findall(r"\d+", match["ids"])]
+    return text[: match.start()].rstrip(), ids
+
+
+def sequential(count: int) -> list[list[int]]:
+    """Dependencies of a plan that runs in order: each step waits on the one before."""
+    return [[n - 1] if n > 1 else [] for n in range(1, count + 1)]
+
+
+def checked_dependencies(
+    ids: Sequence[int], stated: Sequence[Sequence[int]], cut: Sequence[int] = ()
+) -> tuple[list[list[int]], list[str]]:
+    """The dependencies of each step by its position in the plan (from 1), and a note for
+    each one dropped: on an unknown id, on a step cut by max_steps (its id in `cut`), on
+    itself, or to break a cycle (the step latest in the plan that closes one stops
+    waiting). A plan that states no usable dependency runs in order."""
+    position: dict[int, int] = {}
+    for index, step_id in enumerate(ids, 1):
+        position.setdefault(step_id, index)
+    notes: list[str] = []
+    deps: list[list[int]] = []
+    for index, wanted in enumerate(stated, 1):
+        kept: list[int] = []
+        for step_id in wanted:
+            target = position.get(step_id)
+            if target == index:
+                notes.append(f"step {index} depended on itself; dropped")
+            elif target is None:
+                why = "was cut by max_steps" if step_id in cut else "is not in the plan"
+                notes.append(f"step {index} depended on step {step_id}, which {why}; dropped")
+            elif target not in kept:
+                kept.append(target)
+        deps.append(sorted(kept))
+    if not any(deps):
+        return sequential(len(deps)), notes
+    notes += _break_cycles(deps)
+    return deps, notes
+
+
+def _break_cycles(deps: list[list[int]]) -> list[str]:
+    """Drop, in place, one dependency of each cycle (that of its step latest in the plan
+    on the next step of the cycle); a note for each."""
+    notes = []
+    placed: set[int] = set()
+    while len(placed) < len(deps):
+        ready = [
+            n for n in range(1, len(deps) + 1) if n not in placed and set(deps[n - 1]) <= placed
+        ]
+        if ready:
+            placed.update(ready)
+            continue
+        # Every step left waits on another one left: walk the waits until one repeats.
+        walk = [min(n for n in range(1, len(deps) + 1) if n not in placed)]
+        while True:
+            following = min(d for d in deps[walk[-1] - 1] if d not in placed)
+            if following in walk:
+                cycle = walk[walk.index(following) :]
+                break
+            walk.append(following)
+        last = max(cycle)
+        after = cycle[(cycle.index(last) + 1) % len(cycle)]
+        deps[last - 1] = [d for d in deps[last - 1] if d != after]
+        notes.append(f"step {last} waited on step {after} in a cycle; it no longer does")
+    return notes
+
+
+def ready_steps(deps: Sequence[Sequence[int]], finished: set[int], running: set[int]) -> list[int]:
+    """Steps, in plan order, that have not started and whose dependencies all finished."""
+    return [
+        n
+        for n in range(1, len(deps) + 1)
+        if n not in finished and n not in running and set(deps[n - 1]) <= finished
+    ]
