@@ -379,7 +379,6 @@ def _with_store(db: Path | None, action: Any) -> Any:
 
 def _draw_graph(format: GraphFormat) -> str | bytes:
     """The graph's shape in `format`; the ASCII drawing lists self-loops below it."""
-    from langchain_core.runnables.graph import Graph
 
     from agentic_loop.drawing import graph_picture, render
     from agentic_loop.graph import create_agentic_loop
@@ -389,12 +388,7 @@ def _draw_graph(format: GraphFormat) -> str | bytes:
     if format is GraphFormat.mermaid:
         return drawing.draw_mermaid()
     if format is GraphFormat.ascii:
-        # The ASCII layout cannot draw an edge from a node to itself: list those below it.
-        loops = [edge for edge in drawing.edges if edge.source == edge.target]
-        others = [edge for edge in drawing.edges if edge.source != edge.target]
-        lines = [Graph(nodes=dict(drawing.nodes), edges=others).draw_ascii()]
-        lines += [f"{edge.source} also loops back to itself" for edge in loops]
-        return "\n".join(lines)
+        return drawing.draw_ascii()
     picture = graph_picture(compiled)
     return picture.source if format is GraphFormat.dot else render(picture, _image(format))
 
@@ -524,7 +518,7 @@ async def _stream(
     branch from step `from_step` or from planning."""
     from agentic_loop.events import ProgressRelay
     from agentic_loop.graph import create_agentic_loop
-    from agentic_loop.history import fork_point, planning_point
+    from agentic_loop.history import fork_from_step, planning_point
     from agentic_loop.models import check_ollama, load_model, model_spec_from_env, resolve_spec
     from agentic_loop.runner import stream_run
     from agentic_loop.step_tools import load_tools
@@ -533,7 +527,7 @@ async def _stream(
     if from_step is not None or from_planning:  # checked before the model loads
         shape = create_agentic_loop(_stand_in_model(), checkpointer=saver)
         if from_step is not None:
-            point = await fork_point(shape, thread_id, from_step)
+            point = await fork_from_step(shape, thread_id, from_step)
         else:
             point = await planning_point(shape, thread_id)
         config["configurable"]["checkpoint_id"] = point.checkpoint_id

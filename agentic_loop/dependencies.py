@@ -98,7 +98,7 @@ def checked_dependencies(
     """The dependencies of each step by its position in the plan (from 1), and a note for
     each one dropped: on an unknown id, on a step cut by max_steps (its id in `cut`), on
     itself, or to break a cycle (the step latest in the plan that closes one stops
-    waiting). A plan that states no usable dependency runs in order."""
+    waiting). When none is left, the plan runs in order (see `Plan.dependencies`)."""
     position: dict[int, int] = {}
     for index, step_id in enumerate(ids, 1):
         position.setdefault(step_id, index)
@@ -116,8 +116,6 @@ def checked_dependencies(
             elif target not in kept:
                 kept.append(target)
         deps.append(sorted(kept))
-    if not any(deps):
-        return sequential(len(deps)), notes
     notes += _break_cycles(deps)
     return deps, notes
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agentic_loop.state import AgenticStep
     from agentic_loop.storage import StoredRun
 
-Status = Literal["completed", "adapted", "failed", "pending"]
+Status = Literal["completed", "adapted", "failed", "skipped", "pending"]
 
 FONT = "Helvetica"
 LABEL_CHARS = 50

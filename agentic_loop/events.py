@@ -23,6 +23,7 @@ STEP_STARTED = "agentic.step_started"
 STEP_COMPLETE = "agentic.step_complete"
 STEP_ADAPTED = "agentic.step_adapted"
 STEP_FAILED = "agentic.step_failed"
+STEP_SKIPPED = "agentic.step_skipped"
 TOOL_CALLED = "agentic.tool_called"
 TOOL_RESULT = "agentic.tool_result"
 ANSWER_READY = "agentic.answer_ready"
@@ -67,6 +68,22 @@ def tool_result(
             "result": one_line(result),
             "status": status,
             "duration_ms": duration_ms,
+        },
+    }
+
+
+def step_skipped(
+    task_id: str, step: int, total: int, description: str, reason: str
+) -> ProgressEvent:
+    """A step will not run: a step it depends on failed, or a budget ran out."""
+    return {
+        "event": STEP_SKIPPED,
+        "data": {
+            "task_id": task_id,
+            "step": step,
+            "total": total,
+            "description": description,
+            "reason": reason,
         },
     }
 

@@ -1,6 +1,7 @@
-"""How the nodes connect: plan (then, if asked, review), then execute step by step, a step
-going back and forth through call_tool (and approve_tools) while its model calls tools,
-adapting failures and replanning, then answer and summarise."""
+"""How the nodes connect: plan (then, if asked, review), then rounds of steps dispatched by
+schedule, each step going back and forth through execute, call_tool (and approve_tools)
+while its model calls tools, adapt when a call fails, replanning between rounds, then
+answer and summarise."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
+from agentic_loop.models import holds_to_schema
 from agentic_loop.nodes import (
     adapt,
     answer,
@@ -26,22 +28,22 @@ from agentic_loop.nodes import (
 )
 from agentic_loop.nodes.approve_tools import approve_tools as approve_tool_calls
 from agentic_loop.nodes.replan import replan as replan_node
+from agentic_loop.nodes.schedule import schedule
 from agentic_loop.routes import (
-    ExecuteRoute,
-    route_after_adapt,
-    route_after_execute,
+    StepNode,
     route_after_plan,
-    route_after_replan,
     route_after_review,
+    route_after_schedule,
 )
 from agentic_loop.settings import (
+    DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_REPLANS,
     DEFAULT_MAX_TOOL_CALLS,
     DEFAULT_REPLY_CHARS,
     Settings,
     default_max_steps,
 )
-from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState, ReplanMode
+from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState, ReplanMode, StepTask
 
 
 def build_graph(
@@ -57,6 +59,11 @@ def build_graph(
     replan: ReplanMode = "on_failure",
     max_replans: int = DEFAULT_MAX_REPLANS,
     max_reply_chars: int = DEFAULT_REPLY_CHARS,
+    max_parallel: int = DEFAULT_MAX_PARALLEL,
+    step_timeout: float | None = None,
+    max_seconds: float | None = None,
+    max_tokens: int | None = None,
+    typed_plans: bool | None = None,
 ) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
     add to a bigger graph as one node: it reads `task` (and `max_steps`) and writes only
@@ -79,7 +86,17 @@ def build_graph(
     or `"never"`; at most `max_replans` times a run. After the last step the model writes
     the answer to the task. A reply longer than `max_reply_chars` characters is cut there
     and marked as cut short; one that is no result at all (empty, or one line or phrase
-    repeated over and over) counts as a failed call."""
+    repeated over and over) counts as a failed call.
+
+    Steps whose dependencies have finished run side by side, at most `max_parallel` at
+    once; a step whose dependency failed is skipped. `typed_plans` asks for a plan in JSON
+    held to a schema (None: when the model supports it, as Ollama's and the embedded
+    model do); other plans are numbered lists, whose steps may end with "(after 1, 3)".
+    Budgets: `step_timeout` seconds for one step (then it is adapted), `max_seconds` for
+    the steps of the run (from the first step's start; steps in progress are stopped) and
+    `max_tokens` for all its model calls (steps in progress finish). Once a budget is
+    spent no step starts, the steps left are skipped, and the answer is written from what
+    was done."""
     step_tools = tuple(
         tool if isinstance(tool, BaseTool) else StructuredTool.from_function(tool) for tool in tools
     )
@@ -107,41 +124,36 @@ def build_graph(
         replan=replan,
         max_replans=max_replans,
         max_reply_chars=max_reply_chars,
+        max_parallel=max_parallel,
+        step_timeout=step_timeout,
+        max_seconds=max_seconds,
+        max_tokens=max_tokens,
+        typed_plans=holds_to_schema(model) if typed_plans is None else typed_plans,
     )
     builder = StateGraph(AgenticState, input_schema=AgenticInput, output_schema=AgenticOutput)
     builder.add_node("plan", partial(plan, settings=settings))
-    builder.add_node("execute", partial(execute, settings=settings))
+    builder.add_node("review", review)
+    builder.add_node("schedule", partial(schedule, settings=settings))
+    builder.add_node("execute", partial(execute, settings=settings), input_schema=StepTask)
     builder.add_node("call_tool", call_tool_node(settings))
     builder.add_node(
-        "approve_tools",
-        partial(approve_tool_calls, settings=settings),
-        destinations=("call_tool", "execute"),
+        "approve_tools", partial(approve_tool_calls, settings=settings), input_schema=StepTask
     )
-    builder.add_node("adapt", partial(adapt, settings=settings))
+    builder.add_node("adapt", partial(adapt, settings=settings), input_schema=StepTask)
     builder.add_node("replan", partial(replan_node, settings=settings))
     builder.add_node("answer", partial(answer, settings=settings))
     builder.add_node("summarise", summarise)
-    builder.add_node("review", review)
     builder.add_edge(START, "plan")
     builder.add_conditional_edges("plan", route_after_plan)
     builder.add_conditional_edges("review", route_after_review)
     builder.add_conditional_edges(
-        "execute",
-        partial(
-            route_after_execute,
-            approve=settings.approve_tools,
-            replan=settings.replan,
-            max_replans=settings.max_replans,
-        ),
-        list(get_args(ExecuteRoute)),
+        "schedule",
+        partial(route_after_schedule, settings=settings),
+        ["replan", "answer", *get_args(StepNode)],
     )
-    builder.add_edge("call_tool", "execute")
-    builder.add_conditional_edges(
-        "adapt",
-        partial(route_after_adapt, replan=settings.replan, max_replans=settings.max_replans),
-        ["replan", "execute", "answer"],
-    )
-    builder.add_conditional_edges("replan", route_after_replan)
+    for step_node in get_args(StepNode):
+        builder.add_edge(step_node, "schedule")
+    builder.add_edge("replan", "schedule")
     builder.add_edge("answer", "summarise")
     builder.add_edge("summarise", END)
     return builder

@@ -1,4 +1,5 @@
-"""A run's stored checkpoints, and the one to fork from to run it again from a chosen step."""
+"""A run's stored checkpoints, and the branches that run it again from a chosen step or
+from planning."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from dataclasses import dataclass
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Overwrite
+
+from agentic_loop.conversation import of_step, removals
 
 
 @dataclass(frozen=True)
@@ -54,17 +58,16 @@ async def run_history(graph: CompiledStateGraph, thread_id: str) -> list[Checkpo
     ]
 
 
-async def fork_point(graph: CompiledStateGraph, thread_id: str, step: int) -> Checkpoint:
-    """The checkpoint on the run's current branch from which step `step` runs next.
-
-    Running the graph from its `config` keeps steps 1 to `step - 1` and runs `step`
-    onwards again, as a new branch: the older checkpoints stay in the history.
-    """
+async def fork_from_step(graph: CompiledStateGraph, thread_id: str, step: int) -> Checkpoint:
+    """A new branch of the run from which steps `step` onwards run again: it grows from
+    the last checkpoint before any of them started, holds every step before `step` as
+    the run last recorded it, and leads to `schedule`. Run the graph from its `config`;
+    the older checkpoints stay in the history."""
     history = await run_history(graph, thread_id)
     if not history:
         raise ValueError(f"no run with thread id {thread_id!r}")
-    state = await graph.aget_state(history[0].config)
-    plan = state.values.get("plan")
+    latest = await graph.aget_state(history[0].config)
+    plan = latest.values.get("plan")
     if plan is None or not plan.steps or plan.error:
         raise ValueError(
             f"run {thread_id!r} has no plan to run again; "
@@ -72,16 +75,40 @@ async def fork_point(graph: CompiledStateGraph, thread_id: str, step: int) -> Ch
         )
     if not 1 <= step <= len(plan.steps):
         raise ValueError(f"the step must be between 1 and {len(plan.steps)}, got {step}")
-    # Oldest first: a step that calls tools passes through `execute` several times, and
-    # only the first of those checkpoints is before the step began.
-    for checkpoint in reversed(history):
-        if (
-            checkpoint.on_current_branch
-            and checkpoint.next == ("execute",)
-            and checkpoint.steps_done == step - 1
-        ):
-            return checkpoint
-    raise ValueError(f"run {thread_id!r} has not reached step {step}; resume it instead")
+    ended = latest.values.get("steps", [])
+    recorded = {s.step_num for s in ended}
+    reached = step in recorded or str(step) in latest.values.get("running", {})
+    if not (reached or set(plan.dependencies()[step - 1]) <= recorded):
+        raise ValueError(f"run {thread_id!r} has not reached step {step}; resume it instead")
+    for checkpoint in history:
+        if not (checkpoint.on_current_branch and checkpoint.next == ("schedule",)):
+            continue
+        base = await graph.aget_state(checkpoint.config)
+        started = {s.step_num for s in base.values.get("steps", [])}
+        started |= {int(key) for key in base.values.get("running", {})}
+        if all(n < step for n in started):
+            break
+    else:
+        raise ValueError(f"run {thread_id!r} has no checkpoint before step {step} began")
+    kept = [s for s in ended if s.step_num < step]
+    done = {s.step_num for s in kept}
+    running = {
+        key: run for key, run in base.values.get("running", {}).items() if int(key) not in done
+    }
+    messages = base.values.get("messages", [])
+    stale = [m for m in messages if not any(m in of_step(messages, int(key)) for key in running)]
+    await graph.aupdate_state(
+        base.config,
+        {
+            "steps": Overwrite(kept),
+            "running": Overwrite(running),
+            "messages": removals(stale),
+            "answer": None,
+            "budget_spent": None,
+        },
+        as_node="review",
+    )
+    return (await run_history(graph, thread_id))[0]
 
 
 async def planning_point(graph: CompiledStateGraph, thread_id: str) -> Checkpoint:

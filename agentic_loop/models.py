@@ -145,3 +145,9 @@ def describe_error(exc: BaseException, model: object = None) -> str:
         )
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def holds_to_schema(model: object) -> bool:
+    """Whether the model takes a JSON schema as `format` and writes only what fits it:
+    Ollama's chat models do, and so does the embedded model (through llama.cpp's grammar)."""
+    return type(model).__name__ in ("ChatOllama", "LocalChatModel")

@@ -31,8 +31,8 @@ def plan_messages(task: str, max_steps: int, *, typed: bool = False) -> list[Bas
     `dependencies.TypedPlan` (the model is held to its schema)."""
     if typed:
         ask = (
-            f"Break this task into steps (at most {max_steps}). Give each step an id "
-            "(1, 2, 3, ...), a description, and depends_on: the ids of the earlier steps "
+            f"Break this task into numbered steps (at most {max_steps}). Give each step an "
+            "id (1, 2, 3, ...), a description, and depends_on: the ids of the earlier steps "
             "whose results it needs (none if it can start at once)."
         )
     else:
@@ -84,21 +84,22 @@ def adapt_messages(task: str, step_num: int, description: str, error: str) -> li
 
 
 def replan_messages(
-    task: str, plan: Sequence[str], done: Sequence[str], max_remaining: int
+    task: str, done: Sequence[str], left: Sequence[str], max_remaining: int, budget: str = ""
 ) -> list[BaseMessage]:
     """Ask whether the steps left still fit, given what the finished steps found.
 
-    `done` holds one line per finished step (its result, cut short); the steps after them
-    in `plan` are the ones left."""
+    `done` holds one line per finished step (its result, cut short), `left` the steps not
+    run yet, and `budget` what is left of the run's budgets, if it has any."""
     finished = "\n".join(_one_line(line) for line in done) if done else "(none yet)"
-    left = "\n".join(f"{i}. {step}" for i, step in enumerate(plan[len(done) :], len(done) + 1))
+    waiting = "\n".join(f"{i}. {step}" for i, step in enumerate(left, len(done) + 1))
     return [
         SystemMessage(SYSTEM),
         HumanMessage(
             f"Task: {task}\n"
             f"Finished steps and their results:\n{finished}\n"
-            f"Steps left:\n{left or '(none)'}\n\n"
-            "Reply KEEP if the steps left still fit these results (the usual case), DONE if "
+            f"Steps left:\n{waiting or '(none)'}\n"
+            + (f"Budget left: {budget}\n" if budget else "")
+            + "\nReply KEEP if the steps left still fit these results (the usual case), DONE if "
             "the task is already complete, or else a numbered list of the steps that should "
             f"follow instead (at most {max_remaining})."
         ),

@@ -33,6 +33,12 @@ class Reply:
     cut_short: bool
     """Whether it stopped at a length cap rather than where the model ended it."""
 
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """Prompt and reply tokens, as the model reported them (0 where it did not)."""
+        usage = self.message.usage_metadata
+        return (usage["input_tokens"], usage["output_tokens"]) if usage else (0, 0)
+
 
 async def ask(model: Runnable, messages: Sequence[BaseMessage], *, max_chars: int) -> Reply:
     """The model's reply to `messages`, its text cut to `max_chars` characters."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaul
 DEFAULT_MAX_STEPS = 10
 DEFAULT_MAX_TOOL_CALLS = 8
 DEFAULT_MAX_REPLANS = 3
+DEFAULT_MAX_PARALLEL = 4
 CHARS_PER_TOKEN = 8
 """A generous count of characters per token, to turn a token cap into a character cap."""
 DEFAULT_REPLY_CHARS = 1024 * CHARS_PER_TOKEN
@@ -66,6 +68,18 @@ class Settings:
     """Most times a run asks for a revision; past it the plan runs as it stands."""
     max_reply_chars: int = DEFAULT_REPLY_CHARS
     """Longest reply kept, in characters; a longer one is cut and marked as cut short."""
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    """Most steps in progress at once; 1 runs one step at a time."""
+    step_timeout: float | None = None
+    """Seconds one step may take, its tool calls included; past it the step is adapted."""
+    max_seconds: float | None = None
+    """Seconds the run's steps may take, from the first step's start; then no step
+    starts, the steps in progress are stopped, and the answer is written."""
+    max_tokens: int | None = None
+    """Tokens (prompt and reply) the run's model calls may use; then no step starts."""
+    typed_plans: bool = False
+    """Whether the model can be held to a JSON schema (Ollama's `format`, the embedded
+    model's grammar), so that planning asks for a typed plan."""
 
     def __post_init__(self) -> None:
         from langchain_core.runnables import Runnable
@@ -90,6 +104,12 @@ class Settings:
             raise ValueError(f"max_replans must be 0 or more, got {self.max_replans}")
         if self.max_reply_chars < 1:
             raise ValueError(f"max_reply_chars must be at least 1, got {self.max_reply_chars}")
+        if self.max_parallel < 1:
+            raise ValueError(f"max_parallel must be at least 1, got {self.max_parallel}")
+        for name in ("step_timeout", "max_seconds", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
         object.__setattr__(self, "step_model", self._bind_tools())
 
     def _bind_tools(self) -> Runnable:

@@ -10,12 +10,13 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field, JsonValue
 from typing_extensions import TypedDict
 
-StepStatus = Literal["completed", "adapted", "failed"]
+StepStatus = Literal["completed", "adapted", "failed", "skipped"]
 ReplanMode = Literal["on_failure", "after_each_step", "never"]
 PlanChange = Literal["planned", "replaced", "done"]
 ToolCallStatus = Literal["success", "error", "refused"]
 RunStatus = Literal["completed", "partial", "failed"]
 ReviewOutcome = Literal["approved", "edited", "rejected"]
+Budget = Literal["max_seconds", "max_tokens"]
 
 
 class ToolCallRecord(BaseModel):
@@ -33,9 +34,13 @@ class AgenticStep(BaseModel):
 
     step_num: int = Field(ge=1, description="Position of the step in the plan, from 1.")
     description: str = Field(description="The step as the plan states it.")
-    result: str = Field(description="What the model reported, or why the step failed.")
+    result: str = Field(
+        description="What the model reported, or why the step failed or was skipped."
+    )
     status: StepStatus
     duration_ms: int = Field(ge=0)
+    tokens_in: int = Field(default=0, ge=0, description="Prompt tokens of its model calls.")
+    tokens_out: int = Field(default=0, ge=0, description="Reply tokens of its model calls.")
     tool_calls: list[ToolCallRecord] = Field(
         default_factory=list, description="The step's tool calls, in the order they were asked."
     )
@@ -63,7 +68,9 @@ class AgenticResult(BaseModel):
     summary: str
     steps: list[AgenticStep] = Field(default_factory=list)
     status: RunStatus
-    total_duration_ms: int = Field(ge=0, description="Time spent planning and running steps.")
+    total_duration_ms: int = Field(
+        ge=0, description="Time spent planning, then from the first step's start to the end."
+    )
     thread_id: str | None = Field(default=None, description="Checkpointer thread of the run.")
     planned_steps: int = Field(
         default=0,
@@ -75,6 +82,14 @@ class AgenticResult(BaseModel):
     )
     plan_versions: list[PlanVersion] = Field(
         default_factory=list, description="The plan as first made, then each revision."
+    )
+    depends_on: list[list[int]] = Field(
+        default_factory=list, description="For each step, the steps it waited on."
+    )
+    tokens_in: int = Field(default=0, ge=0, description="Prompt tokens of the whole run.")
+    tokens_out: int = Field(default=0, ge=0, description="Reply tokens of the whole run.")
+    budget_spent: Budget | None = Field(
+        default=None, description="The budget that ran out and ended the run early, if any."
     )
 
 
@@ -100,6 +115,34 @@ class Plan(BaseModel):
         "while `steps` is the only one.",
     )
     replans: int = Field(default=0, ge=0, description="How many times replanning was asked.")
+    replan_seen: int = Field(
+        default=0, ge=0, description="How many finished steps the last replanning looked at."
+    )
+    depends_on: list[list[int]] = Field(
+        default_factory=list,
+        description="For each step, the steps (by number) whose results it needs, as the "
+        "plan states them: if one of those fails, it is skipped. A plan that states none "
+        "(or was stored before dependencies existed) runs in order.",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="Dependencies the checks dropped, and why."
+    )
+    tokens_in: int = Field(default=0, ge=0, description="Prompt tokens of (re)planning.")
+    tokens_out: int = Field(default=0, ge=0, description="Reply tokens of (re)planning.")
+
+    def dependencies(self) -> list[list[int]]:
+        """For each step, the steps it waits for: those it depends on, or in a plan that
+        states no dependency, the step before it."""
+        if len(self.depends_on) == len(self.steps) and any(self.depends_on):
+            return self.depends_on
+        return [[n - 1] if n > 1 else [] for n in range(1, len(self.steps) + 1)]
+
+    def stated_dependencies(self) -> list[list[int]]:
+        """For each step, the steps it depends on as the plan states them (none in a plan
+        that runs in order)."""
+        if len(self.depends_on) == len(self.steps):
+            return self.depends_on
+        return [[] for _ in self.steps]
 
     def all_versions(self) -> list[PlanVersion]:
         """The plan's versions, the first included."""
@@ -112,22 +155,45 @@ class Answer(BaseModel):
     text: str = ""
     error: str | None = Field(default=None, description="Why there is no answer, if so.")
     cut_short: bool = Field(default=False, description="Whether the reply hit the length cap.")
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+
+
+class RunningStep(BaseModel):
+    """A step in progress: written when its first model call is made, removed when it ends."""
+
+    step_num: int = Field(ge=1)
+    started_at: float = Field(description="Wall-clock start of the step (seconds since epoch).")
+    failure: str | None = Field(
+        default=None,
+        description="Why its model call failed (or it made too many tool calls, or ran out "
+        "of time), while it waits for `adapt` to try another way.",
+    )
+    tokens_in: int = Field(default=0, ge=0, description="Prompt tokens so far.")
+    tokens_out: int = Field(default=0, ge=0, description="Reply tokens so far.")
 
 
 class StepStart(BaseModel):
-    """The step in progress: set when its first model call is made, cleared when it ends."""
+    """Stored by versions before parallel steps (the step in progress); read, never written."""
 
     step_num: int = Field(ge=1)
-    started_at: float = Field(description="Wall-clock start of the step (seconds since epoch).")
+    started_at: float
 
 
 class StepFailure(BaseModel):
-    """A step whose model call raised (or that made too many tool calls), waiting for
-    `adapt` to try another way."""
+    """Stored by versions before parallel steps (a failed call); read, never written."""
 
     step_num: int = Field(ge=1)
     error: str
-    started_at: float = Field(description="Wall-clock start of the step (seconds since epoch).")
+    started_at: float
+
+
+def update_running(
+    current: dict[str, RunningStep], changes: dict[str, RunningStep | None]
+) -> dict[str, RunningStep]:
+    """Reducer of `running`: each step's entry replaced, or removed where it is None."""
+    merged = {**current, **changes}
+    return {key: step for key, step in merged.items() if step is not None}
 
 
 class PlanReview(TypedDict, total=False):
@@ -183,16 +249,37 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     plan: Plan
     """Written once by `plan`."""
     steps: Annotated[list[AgenticStep], operator.add]
-    """Finished steps, in order; the next step to run is `len(steps) + 1`."""
-    failure: StepFailure | None
-    """The current step's failed call, set by `execute` and cleared by `adapt`."""
-    current: StepStart | None
-    """The step in progress, while its model and tool calls go back and forth."""
+    """Finished (and skipped) steps, in the order they ended."""
+    running: Annotated[dict[str, RunningStep], update_running]
+    """The steps in progress, by step number (as text)."""
     messages: Annotated[list[AnyMessage], add_messages]
-    """The current step's conversation: its prompt, the model's turns and the tool results.
-    Emptied when the step ends."""
+    """The conversations of the steps in progress: prompts, the model's turns and the tool
+    results, each message's id starting with its step's tag (`conversation.step_tag`).
+    A step's messages are removed when it ends."""
     answer: Answer | None
-    """Written by `answer` once the last step is done."""
+    """Written by `answer` once no step is left to run."""
+    budget_spent: Budget | None
+    """The budget that ran out, once one has: no step starts after it."""
+    work_started_at: float | None
+    """Wall-clock start of the first step; `max_seconds` counts from it."""
+
+
+class StepTask(TypedDict):
+    """What `execute`, `adapt` and `approve_tools` get for one step, through a `Send`."""
+
+    task: str
+    plan: Plan
+    step_num: int
+    running: RunningStep | None
+    """None when the step starts."""
+    messages: list[AnyMessage]
+    """The step's conversation so far."""
+    inputs: list[str]
+    """The results of the steps it depends on, one line each, cut short."""
+    step_deadline: float | None
+    """Wall-clock time by which the step must end (`step_timeout`), if it has one."""
+    run_deadline: float | None
+    """Wall-clock time at which the run's time budget runs out (`max_seconds`), if any."""
 
 
 STORED_TYPES = (
@@ -201,6 +288,7 @@ STORED_TYPES = (
     Answer,
     Plan,
     PlanVersion,
+    RunningStep,
     StepFailure,
     StepStart,
     ToolCallRecord,

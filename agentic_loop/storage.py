@@ -222,11 +222,18 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
 
 
 def _waits_for_approval(values: dict[str, Any], approve_tools: tuple[str, ...]) -> bool:
-    """Whether the step's last model turn asked for a call that needs approval, not yet run."""
-    from agentic_loop.nodes.call_tool import pending_tool_calls
+    """Whether a step's last model turn asked for a call that needs approval, not yet
+    answered. Messages of a run stored before parallel steps belong to no step."""
+    from agentic_loop import conversation
 
-    calls = pending_tool_calls(values.get("messages", []))
-    return any(call["name"] in approve_tools for call in calls)
+    messages = values.get("messages", [])
+    steps = [conversation.of_step(messages, int(key)) for key in values.get("running", {})]
+    for turns in [*steps, conversation.untagged(messages)]:
+        calls = conversation.pending_tool_calls(turns)
+        answered = conversation.reviewed_calls(turns[-1]) if turns else set()
+        if any(c["name"] in approve_tools and c["id"] not in answered for c in calls):
+            return True
+    return False
 
 
 async def list_runs(saver: AsyncSqliteSaver) -> list[StoredRun]:

@@ -144,8 +144,7 @@ def test_db_from_the_environment(tmp_path: Path, monkeypatch) -> None:
 def test_graph_mermaid_and_ascii() -> None:
     mermaid = invoke("graph")
     assert mermaid.exit_code == 0
-    assert "execute -.-> adapt;" in mermaid.output and "plan -.-> summarise;" in mermaid.output
+    assert "schedule -.-> adapt;" in mermaid.output and "plan -.-> summarise;" in mermaid.output
     ascii_art = invoke("graph", "--format", "ascii")
     assert ascii_art.exit_code == 0
     assert "| summarise |" in ascii_art.output
-    assert "execute also loops back to itself" in ascii_art.output

@@ -91,7 +91,7 @@ def test_graph_picture_has_every_node_and_edge() -> None:
     for edge in drawable.edges:
         style = " [style=dashed]" if edge.conditional else ""
         assert f"\t{edge.source} -> {edge.target}{style}" in lines
-    assert "\texecute -> execute [style=dashed]" in lines
+    assert "\tschedule -> execute [style=dashed]" in lines
     assert "\t__start__ -> plan" in lines
     start = next(line for line in lines if line.startswith("\t__start__ ["))
     assert "label=start" in start and "shape=oval" in start
@@ -273,7 +273,7 @@ def test_cli_refuses_png_on_stdout() -> None:
 def test_cli_prints_dot_and_svg_of_the_graph() -> None:
     dot = invoke("graph", "--format", "dot")
     assert dot.exit_code == 0
-    assert dot.output.startswith('digraph "graph" {') and "execute -> execute" in dot.output
+    assert dot.output.startswith('digraph "graph" {') and "schedule -> execute" in dot.output
     svg = invoke("graph", "--format", "svg")
     assert svg.exit_code == 0 and "<svg" in svg.output
 

@@ -13,9 +13,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agentic_loop import events
 from agentic_loop.graph import build_graph, create_agentic_loop
 from agentic_loop.nodes.summarise import run_status, summary_text
-from agentic_loop.routes import route_after_adapt, route_after_execute, route_after_plan
+from agentic_loop.routes import route_after_plan, route_after_schedule
 from agentic_loop.runner import run_agentic_loop
-from agentic_loop.state import AgenticResult, AgenticStep, Plan, StepFailure
+from agentic_loop.settings import Settings
+from agentic_loop.state import AgenticResult, AgenticStep, Plan, RunningStep
 
 
 async def run_collecting(model: ScriptedChatModel, task: str = "Plan a trip", **graph_kw: Any):
@@ -59,34 +60,48 @@ def _plan(steps: int) -> Plan:
     )
 
 
-FAILURE = StepFailure(step_num=1, error="boom", started_at=0.0)
+def _plan_of(deps: list[list[int]]) -> Plan:
+    return _plan(len(deps)).model_copy(update={"depends_on": deps})
+
+
+SETTINGS = Settings(model=ScriptedChatModel(script=[]), max_parallel=2)
+
+
+def _running(n: int, failure: str | None = None) -> dict[str, RunningStep]:
+    return {str(n): RunningStep(step_num=n, started_at=0.0, failure=failure)}
+
 
 ROUTES = [
-    (route_after_plan, {"plan": _plan(2)}, "execute"),
-    (route_after_plan, {"plan": _plan(0)}, "summarise"),
-    (route_after_execute, {"plan": _plan(2), "steps": [], "failure": FAILURE}, "adapt"),
-    (route_after_execute, {"plan": _plan(2), "steps": [_step(1)], "failure": None}, "execute"),
+    # state, what schedule leads to: a node, or the (node, step) of each Send
+    ({"plan": _plan(2), "steps": []}, [("execute", 1)]),
+    ({"plan": _plan_of([[], [], []]), "steps": []}, [("execute", 1)]),  # runs in order
+    ({"plan": _plan_of([[], [], [1]]), "steps": []}, [("execute", 1), ("execute", 2)]),
+    ({"plan": _plan_of([[], [1], [1]]), "steps": [_step(1)]}, [("execute", 2), ("execute", 3)]),
+    ({"plan": _plan_of([[2], [], [1]]), "steps": []}, [("execute", 2)]),
+    ({"plan": _plan(2), "steps": [], "running": _running(1, "boom")}, [("adapt", 1)]),
+    ({"plan": _plan(2), "steps": [], "running": _running(1)}, [("execute", 1)]),
+    ({"plan": _plan(2), "steps": [_step(1)]}, [("execute", 2)]),
+    ({"plan": _plan(2), "steps": [_step(1), _step(2)]}, "answer"),
+    ({"plan": _plan(2), "steps": [_step(1, "adapted")]}, "replan"),
+    ({"plan": _plan(1), "steps": [_step(1, "failed")]}, "replan"),
     (
-        route_after_execute,
-        {"plan": _plan(2), "steps": [_step(1), _step(2)], "failure": None},
-        "answer",
-    ),
-    (
-        route_after_adapt,
-        {"plan": _plan(2), "steps": [_step(1, "adapted")], "failure": None},
-        "execute",
-    ),
-    (
-        route_after_adapt,
-        {"plan": _plan(1), "steps": [_step(1, "failed")], "failure": None},
-        "answer",
+        {"plan": _plan(2).model_copy(update={"replans": 3}), "steps": [_step(1, "adapted")]},
+        [("execute", 2)],
     ),
 ]
 
 
-@pytest.mark.parametrize(("router", "state", "expected"), ROUTES)
-def test_routes(router, state, expected) -> None:
-    assert asyncio.run(router(state)) == expected
+@pytest.mark.parametrize(("state", "expected"), ROUTES)
+def test_route_after_schedule(state, expected) -> None:
+    routed = asyncio.run(route_after_schedule({"task": "T", **state}, settings=SETTINGS))
+    if isinstance(routed, list):
+        routed = [(send.node, send.arg["step_num"]) for send in routed]
+    assert routed == expected
+
+
+def test_route_after_plan() -> None:
+    assert asyncio.run(route_after_plan({"plan": _plan(2)})) == "schedule"
+    assert asyncio.run(route_after_plan({"plan": _plan(0)})) == "summarise"
 
 
 STATUS = [
@@ -288,6 +303,8 @@ async def test_event_payloads_match_the_original() -> None:
         "task_id": tid,
         "task": "Plan a trip",
         "steps": ["A"],
+        "depends_on": [[]],
+        "notes": [],
         "total": 1,
     }
     assert by_name[events.STEP_STARTED] == {
@@ -302,6 +319,7 @@ async def test_event_payloads_match_the_original() -> None:
         "total": 1,
         "description": "A",
         "result": LONG_REPLY[:200],
+        "duration_ms": result.steps[0].duration_ms,
     }
     assert by_name[events.TASK_COMPLETE] == {
         "task_id": tid,
@@ -310,6 +328,8 @@ async def test_event_payloads_match_the_original() -> None:
         "summary": "Plan a trip: Completed 1/1 steps.",
         "answer": "The answer.",
         "duration_ms": result.total_duration_ms,
+        "tokens_in": 0,
+        "tokens_out": 0,
     }
 
 

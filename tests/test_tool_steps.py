@@ -14,15 +14,17 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command, Send
+from langgraph.types import Command
 
 from agentic_loop import events
+from agentic_loop.conversation import APPROVED_KEY, tagged
 from agentic_loop.events import ProgressRelay
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.nodes.approve_tools import read_approval
-from agentic_loop.routes import route_after_execute
+from agentic_loop.routes import route_after_schedule
 from agentic_loop.runner import AwaitingAnswer, run_agentic_loop, stream_run
-from agentic_loop.state import Plan, StepFailure
+from agentic_loop.settings import Settings
+from agentic_loop.state import Plan, RunningStep
 from agentic_loop.storage import load_run, open_store
 
 CONFIG = {"configurable": {"thread_id": "t"}}
@@ -66,35 +68,55 @@ async def collect(graph: Any, graph_input: Any, config: Any = CONFIG) -> list[di
 # --- routes ----------------------------------------------------------------------------
 
 PLAN = Plan(task_id="x", steps=["s1", "s2"], planned_count=2, max_steps=10, duration_ms=0)
-PROMPT = [HumanMessage("Step 1/2: s1")]
-TWO_CALLS = calls(("note", {"text": "a"}), ("explode", {"reason": "b"}))
+PROMPT = [tagged(HumanMessage("Step 1/2: s1"), 1)]
+TWO_CALLS = tagged(calls(("note", {"text": "a"}), ("explode", {"reason": "b"})), 1)
+RUNNING = {"1": RunningStep(step_num=1, started_at=0)}
 
 
 @pytest.mark.parametrize(
     ("state", "approve", "expected"),
     [
         (
-            {"plan": PLAN, "failure": StepFailure(step_num=1, error="e", started_at=0)},
+            {"running": {"1": RunningStep(step_num=1, started_at=0, failure="e")}},
             frozenset(),
-            "adapt",
+            ["adapt"],
         ),
-        ({"plan": PLAN, "messages": []}, frozenset(), "execute"),
-        ({"plan": PLAN, "messages": [*PROMPT, AIMessage("done")]}, frozenset(), "execute"),
+        ({"running": RUNNING, "messages": PROMPT}, frozenset(), ["execute"]),
+        ({"running": RUNNING, "messages": [*PROMPT, TWO_CALLS]}, frozenset(), ["call_tool"] * 2),
         (
-            {"plan": PLAN, "messages": [*PROMPT, TWO_CALLS]},
-            frozenset(),
-            [Send("call_tool", [call]) for call in TWO_CALLS.tool_calls],
+            {"running": RUNNING, "messages": [*PROMPT, TWO_CALLS]},
+            frozenset({"explode"}),
+            ["approve_tools"],
         ),
-        ({"plan": PLAN, "messages": [*PROMPT, TWO_CALLS]}, frozenset({"explode"}), "approve_tools"),
-        ({"plan": PLAN, "messages": [*PROMPT, TWO_CALLS]}, frozenset({"other"}), "call_tool"),
+        (  # a reviewer answered both calls: they run
+            {
+                "running": RUNNING,
+                "messages": [
+                    *PROMPT,
+                    TWO_CALLS.model_copy(
+                        update={
+                            "response_metadata": {
+                                APPROVED_KEY: [call["id"] for call in TWO_CALLS.tool_calls]
+                            }
+                        }
+                    ),
+                ],
+            },
+            frozenset({"explode"}),
+            ["call_tool"] * 2,
+        ),
     ],
 )
-async def test_route_after_execute(state: dict, approve: frozenset[str], expected: Any) -> None:
-    route = await route_after_execute(state, approve=approve)  # type: ignore[arg-type]
-    if expected == "call_tool":
-        assert isinstance(route, list) and [send.node for send in route] == ["call_tool"] * 2
-    else:
-        assert route == expected
+async def test_route_after_schedule_for_a_step_in_progress(
+    state: dict, approve: frozenset[str], expected: list[str]
+) -> None:
+    tools = tuple(Notebook().tools())
+    model = ScriptedChatModel(script=[])
+    settings = Settings(model=model, tools=tools, approve_tools=approve)
+    route = await route_after_schedule(
+        {"task": "T", "plan": PLAN, "steps": [], **state}, settings=settings
+    )
+    assert isinstance(route, list) and [send.node for send in route] == expected
 
 
 # --- the tool loop ---------------------------------------------------------------------
@@ -185,7 +207,7 @@ async def test_past_max_tool_calls_the_step_fails_and_is_adapted() -> None:
     assert (step.status, step.result) == ("adapted", "Wrote the notes another way.")
     assert [c.args for c in step.tool_calls] == [{"text": "1"}, {"text": "2"}]
     state = await graph.aget_state(CONFIG)
-    assert state.values["messages"] == [] and state.values["current"] is None
+    assert state.values["messages"] == [] and state.values["running"] == {}
 
 
 async def test_a_model_error_in_the_middle_of_a_step_is_adapted_with_its_tool_calls() -> None:

@@ -6,42 +6,52 @@ import time
 from typing import Any
 
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 
 from agentic_loop import events, prompts
+from agentic_loop.conversation import legacy_handover, removals, tool_call_records
+from agentic_loop.deadlines import stopped_by_budget, timed
 from agentic_loop.models import describe_error
-from agentic_loop.nodes.call_tool import tool_call_records
 from agentic_loop.replies import Reply, ask, reply_text
 from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStatus
+from agentic_loop.state import AgenticStep, StepStatus, StepTask
 
 
-async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
-    failure: StepFailure | None = state.get("failure")
-    if failure is None:
-        raise ValueError("adapt needs a failed step in the state's `failure` field")
-    plan = state["plan"]
-    description = plan.steps[failure.step_num - 1]
-    where = {"task_id": plan.task_id, "step": failure.step_num, "total": len(plan.steps)}
+async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    if (handover := legacy_handover(state)) is not None:
+        return handover
+    running = state["running"]
+    if running is None or running.failure is None:
+        raise ValueError("adapt needs a step whose call failed")
+    plan, step_num, failure = state["plan"], state["step_num"], running.failure
+    description = plan.steps[step_num - 1]
+    where = {"task_id": plan.task_id, "step": step_num, "total": len(plan.steps)}
     status: StepStatus
     messages = settings.fit(
         lambda limit: prompts.adapt_messages(
             prompts.clip(state["task"], limit),
-            failure.step_num,
+            step_num,
             prompts.clip(description, limit),
-            prompts.clip(failure.error, limit),
+            prompts.clip(failure, limit),
         )
     )
     reply: Reply | None = None
     reason: str | None
-    try:
-        reply = await ask(settings.model, messages, max_chars=settings.max_reply_chars)
-    except Exception as exc:  # the step is recorded as failed and the run goes on
-        result, reason = "", describe_error(exc, settings.model)
+    if stopped_by_budget(state):  # no time left to try another way
+        result, reason = "", "the run's time budget ran out"
     else:
-        result, reason = reply_text(reply, messages)
+        try:
+            reply = await timed(
+                ask(settings.model, messages, max_chars=settings.max_reply_chars),
+                {**state, "step_deadline": None},
+            )
+        except TimeoutError:
+            result, reason = "", "the run's time budget ran out"
+        except Exception as exc:  # the step is recorded as failed and the run goes on
+            result, reason = "", describe_error(exc, settings.model)
+        else:
+            result, reason = reply_text(reply, messages)
     if reason:
-        result = f"Failed: {failure.error}; adaptation also failed: {reason}"
+        result = f"Failed: {failure}; adaptation also failed: {reason}"
         status, event = (
             "failed",
             {
@@ -57,19 +67,26 @@ async def adapt(state: AgenticState, runtime: Runtime, *, settings: Settings) ->
                 "data": {
                     **where,
                     "description": description,
-                    "error": failure.error,
+                    "error": failure,
                     "adaptation": result[: events.PREVIEW_CHARS],
                 },
             },
         )
+    tokens_in, tokens_out = reply.tokens if reply is not None else (0, 0)
     step = AgenticStep(
-        step_num=failure.step_num,
+        step_num=step_num,
         description=description,
         result=result,
         status=status,
-        duration_ms=max(0, int((time.time() - failure.started_at) * 1000)),
-        tool_calls=tool_call_records(state.get("messages", [])),
+        duration_ms=max(0, int((time.time() - running.started_at) * 1000)),
+        tool_calls=tool_call_records(state["messages"]),
         cut_short=reply is not None and reply.cut_short,
+        tokens_in=running.tokens_in + tokens_in,
+        tokens_out=running.tokens_out + tokens_out,
     )
     runtime.stream_writer(event)
-    return {"steps": [step], "failure": None, "current": None, "messages": Overwrite([])}
+    return {
+        "steps": [step],
+        "running": {str(step_num): None},
+        "messages": removals(state["messages"]),
+    }

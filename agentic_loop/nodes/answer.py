@@ -18,8 +18,8 @@ RESULT_CHARS = 1000
 
 
 async def answer(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
-    plan, steps = state["plan"], state.get("steps", [])
-    useful = [step for step in steps if step.status != "failed"]
+    plan, steps = state["plan"], sorted(state.get("steps", []), key=lambda s: s.step_num)
+    useful = [step for step in steps if step.status in ("completed", "adapted")]
     if not useful:  # nothing to answer from; the summary already says every step failed
         return {"answer": Answer()}
     messages = settings.fit(
@@ -36,9 +36,10 @@ async def answer(state: AgenticState, runtime: Runtime, *, settings: Settings) -
         reply = await ask(settings.model, messages, max_chars=settings.max_reply_chars)
     except Exception as exc:  # the run keeps its status; the summary says why
         return {"answer": Answer(error=describe_error(exc, settings.model))}
+    tokens_in, tokens_out = reply.tokens
     text, degenerate = reply_text(reply, messages)
     if degenerate:
-        return {"answer": Answer(error=degenerate)}
+        return {"answer": Answer(error=degenerate, tokens_in=tokens_in, tokens_out=tokens_out)}
     runtime.stream_writer(
         {
             "event": events.ANSWER_READY,
@@ -49,4 +50,8 @@ async def answer(state: AgenticState, runtime: Runtime, *, settings: Settings) -
             },
         }
     )
-    return {"answer": Answer(text=text, cut_short=reply.cut_short)}
+    return {
+        "answer": Answer(
+            text=text, cut_short=reply.cut_short, tokens_in=tokens_in, tokens_out=tokens_out
+        )
+    }

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send, interrupt
+from langgraph.types import interrupt
 
 from agentic_loop import events
-from agentic_loop.nodes.call_tool import DURATION_KEY, REFUSED_KEY, pending_tool_calls
+from agentic_loop.conversation import (
+    APPROVED_KEY,
+    DURATION_KEY,
+    REFUSED_KEY,
+    legacy_handover,
+    pending_tool_calls,
+    reviewed_calls,
+    tagged,
+)
 from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticState, ToolApproval
+from agentic_loop.state import StepTask, ToolApproval
 
 QUESTION = (
     "Approve, edit or reject this tool call. Resume with Command(resume=...): 'approve', "
@@ -53,21 +61,19 @@ def refusal(call: dict[str, Any], reason: str) -> ToolMessage:
     )
 
 
-async def approve_tools(
-    state: AgenticState, runtime: Runtime, *, settings: Settings
-) -> Command[Literal["call_tool", "execute"]]:
-    plan = state["plan"]
-    step = len(state.get("steps", [])) + 1
+async def approve_tools(state: StepTask, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    if (handover := legacy_handover(state)) is not None:
+        return handover
+    plan, step = state["plan"], state["step_num"]
     messages = state["messages"]
     reply = messages[-1]
     assert isinstance(reply, AIMessage), "approve_tools follows a model turn with tool calls"
-    to_run: list[Any] = []
-    refused: list[ToolMessage] = []
-    edited = False
+    reviewed = reviewed_calls(reply)
+    refused: list[BaseMessage] = []
+    edits: dict[str, dict[str, Any]] = {}
     # On resume the node starts again and each interrupt() returns its answer in turn.
     for call in pending_tool_calls(messages):
-        if call["name"] not in settings.approve_tools:
-            to_run.append(call)
+        if call["name"] not in settings.approve_tools or call["id"] in reviewed:
             continue
         request = {
             "kind": "tool_approval",
@@ -86,8 +92,9 @@ async def approve_tools(
                 break
             except ValueError as exc:
                 answer = interrupt({**request, "problem": str(exc)})
+        reviewed.add(call["id"])
         if decision["action"] == "reject":
-            refused.append(refusal(call, decision.get("reason", "")))
+            refused.append(tagged(refusal(call, decision.get("reason", "")), step))
             runtime.stream_writer(
                 events.tool_called(plan.task_id, step, call["name"], call["args"])
             )
@@ -95,15 +102,11 @@ async def approve_tools(
                 events.tool_result(plan.task_id, step, call["name"], refused[-1].text, "refused", 0)
             )
         elif decision["action"] == "edit":
-            to_run.append({**call, "args": decision["args"]})
-            edited = True
-        else:
-            to_run.append(call)
-    update: list[Any] = list(refused)
-    if edited:  # the model's turn, with the arguments the calls really ran with
-        by_id = {call["id"]: call for call in to_run}
-        calls = [by_id.get(call["id"], call) for call in reply.tool_calls]
-        update.insert(0, reply.model_copy(update={"tool_calls": calls}))
-    if not to_run:  # every call was refused: the model reads why
-        return Command(update={"messages": update}, goto="execute")
-    return Command(update={"messages": update}, goto=[Send("call_tool", [call]) for call in to_run])
+            edits[call["id"]] = decision["args"]
+    # The model's turn, marked as answered, with the arguments the calls will run with.
+    calls = [
+        {**call, "args": edits.get(call["id"] or "", call["args"])} for call in reply.tool_calls
+    ]
+    metadata = {**reply.response_metadata, APPROVED_KEY: sorted(reviewed)}
+    answered = reply.model_copy(update={"tool_calls": calls, "response_metadata": metadata})
+    return {"messages": [answered, *refused]}

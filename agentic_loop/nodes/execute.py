@@ -1,8 +1,8 @@
-"""`execute`: one model call of the current step, with recent results fed forward.
+"""`execute`: one model call of a step, with the results of the steps it depends on.
 
 With tools, a step goes back and forth between this node and `call_tool` (each call its
-own superstep, so each is stored before the next starts) until the model replies without
-a tool call; that reply is the step's result."""
+own task, stored as it ends) until the model replies without a tool call; that reply is
+the step's result. Each step in progress gets its own `Send`, so steps run side by side."""
 
 from __future__ import annotations
 
@@ -12,68 +12,70 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 
 from agentic_loop import events, prompts
+from agentic_loop.conversation import legacy_handover, removals, tagged, tool_call_records
+from agentic_loop.deadlines import timed, timeout_text
 from agentic_loop.models import describe_error
-from agentic_loop.nodes.call_tool import tool_call_records
-from agentic_loop.replies import ask, reply_text
+from agentic_loop.replies import Reply, ask, reply_text
 from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticState, AgenticStep, StepFailure, StepStart
-
-
-def recent_results(
-    steps: list[AgenticStep], settings: Settings, limit: int | None = None
-) -> list[str]:
-    """The last few results, each cut short, so a step's prompt stays the same size."""
-    if settings.recent_results == 0:
-        return []
-    chars = settings.result_chars if limit is None else min(settings.result_chars, limit)
-    lines = []
-    for step in steps[-settings.recent_results :]:
-        if step.status == "failed":
-            lines.append(f"Step {step.step_num}: FAILED")
-        else:
-            label = " (adapted)" if step.status == "adapted" else ""
-            lines.append(f"Step {step.step_num}{label}: {step.result[:chars]}")
-    return lines
+from agentic_loop.state import AgenticStep, RunningStep, StepTask
 
 
 def tool_calls_made(messages: Sequence[BaseMessage]) -> int:
     return sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
 
 
-async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
-    done = state.get("steps", [])
-    plan = state["plan"]
-    step_num, total = len(done) + 1, len(plan.steps)
+async def execute(state: StepTask, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    if (handover := legacy_handover(state)) is not None:
+        return handover
+    plan, step_num = state["plan"], state["step_num"]
+    total = len(plan.steps)
     description = plan.steps[step_num - 1]
     where = {"task_id": plan.task_id, "step": step_num, "total": total}
-    current = state.get("current")
-    conversation: list[BaseMessage] = list(state.get("messages", []))
-    update: dict[str, Any] = {}
-    if current is None or current.step_num != step_num:  # the step starts
+    running = state["running"]
+    key = str(step_num)
+    conversation: list[BaseMessage] = list(state["messages"])
+    new: list[BaseMessage] = []
+    if running is None:  # the step starts
         runtime.stream_writer(
             {"event": events.STEP_STARTED, "data": {**where, "description": description}}
         )
-        current = StepStart(step_num=step_num, started_at=time.time())
-        conversation = settings.fit(
-            lambda limit: prompts.step_messages(
-                prompts.clip(state["task"], limit),
-                step_num,
-                total,
-                prompts.clip(description, limit),
-                recent_results(done, settings, limit),
-                [tool.name for tool in settings.tools],
+        running = RunningStep(step_num=step_num, started_at=time.time())
+        new = [
+            tagged(m, step_num)
+            for m in settings.fit(
+                lambda limit: prompts.step_messages(
+                    prompts.clip(state["task"], limit),
+                    step_num,
+                    total,
+                    prompts.clip(description, limit),
+                    [prompts.clip(line, limit) for line in state["inputs"]],
+                    [tool.name for tool in settings.tools],
+                )
             )
-        )
-        update = {"current": current, "messages": conversation}
+        ]
+        conversation = new
+
+    def failed(error: str, spent: RunningStep) -> dict[str, Any]:
+        return {"running": {key: spent.model_copy(update={"failure": error})}, "messages": new}
+
+    reply: Reply
     try:
-        reply = await ask(settings.step_model, conversation, max_chars=settings.max_reply_chars)
+        reply = await timed(
+            ask(settings.step_model, conversation, max_chars=settings.max_reply_chars), state
+        )
+    except TimeoutError:
+        return failed(timeout_text(state, settings), running)
     except Exception as exc:  # any failure of the call goes to `adapt`
-        error = describe_error(exc, settings.model)
-        failure = StepFailure(step_num=step_num, error=error, started_at=current.started_at)
-        return {**update, "failure": failure}
+        return failed(describe_error(exc, settings.model), running)
+    tokens_in, tokens_out = reply.tokens
+    running = running.model_copy(
+        update={
+            "tokens_in": running.tokens_in + tokens_in,
+            "tokens_out": running.tokens_out + tokens_out,
+        }
+    )
     calls = reply.message.tool_calls
     if calls:
         made = tool_calls_made(conversation)
@@ -82,21 +84,21 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
                 f"the step asked for {len(calls)} more tool calls after {made}, past its "
                 f"limit of {settings.max_tool_calls} (max_tool_calls)"
             )
-            failure = StepFailure(step_num=step_num, error=error, started_at=current.started_at)
-            return {**update, "failure": failure}
-        return {**update, "messages": [*update.get("messages", []), reply.message]}
+            return failed(error, running)
+        return {"running": {key: running}, "messages": [*new, tagged(reply.message, step_num)]}
     result, degenerate = reply_text(reply, conversation[:2])
     if degenerate:  # no result at all: as if the call had failed
-        failure = StepFailure(step_num=step_num, error=degenerate, started_at=current.started_at)
-        return {**update, "failure": failure}
+        return failed(degenerate, running)
     step = AgenticStep(
         step_num=step_num,
         description=description,
         result=result,
         status="completed",
-        duration_ms=int((time.time() - current.started_at) * 1000),
+        duration_ms=int((time.time() - running.started_at) * 1000),
         tool_calls=tool_call_records(conversation),
         cut_short=reply.cut_short,
+        tokens_in=running.tokens_in,
+        tokens_out=running.tokens_out,
     )
     runtime.stream_writer(
         {
@@ -105,7 +107,12 @@ async def execute(state: AgenticState, runtime: Runtime, *, settings: Settings) 
                 **where,
                 "description": description,
                 "result": result[: events.PREVIEW_CHARS],
+                "duration_ms": step.duration_ms,
             },
         }
     )
-    return {"steps": [step], "current": None, "messages": Overwrite([])}
+    return {
+        "steps": [step],
+        "running": {key: None},
+        "messages": removals(state["messages"]),
+    }

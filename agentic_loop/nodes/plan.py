@@ -1,7 +1,9 @@
-"""`plan`: ask the model for numbered steps and keep at most max_steps of them."""
+"""`plan`: ask the model for the steps and what each waits on, keep at most max_steps of
+them, and check their dependencies so that the plan can always run."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -12,11 +14,20 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from agentic_loop import events, prompts
+from agentic_loop.dependencies import (
+    PlannedStep,
+    checked_dependencies,
+    plan_schema,
+    read_typed_plan,
+    split_dependency_note,
+)
 from agentic_loop.models import describe_error
 from agentic_loop.parsing import parse_plan
 from agentic_loop.replies import ask
 from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, Plan
+
+logger = logging.getLogger(__name__)
 
 
 async def plan(
@@ -37,17 +48,24 @@ async def plan(
     started = time.perf_counter()
 
     def build(limit: int | None) -> list[BaseMessage]:
-        return prompts.plan_messages(prompts.clip(task, limit), max_steps)
+        return prompts.plan_messages(
+            prompts.clip(task, limit), max_steps, typed=settings.typed_plans
+        )
 
     limit = settings.fit_limit(build)
     messages = build(limit)
     error: str | None
+    planner = settings.model
+    if settings.typed_plans:
+        planner = planner.bind(format=plan_schema(max_steps))
+    tokens = (0, 0)
     try:
-        reply = await ask(settings.model, messages, max_chars=settings.max_reply_chars)
+        reply = await ask(planner, messages, max_chars=settings.max_reply_chars)
     except Exception as exc:  # any model or transport failure ends planning
         steps, error = [], f"Planning failed: {describe_error(exc, settings.model)}"
     else:
-        steps = parse_plan(reply.message.text)
+        steps = read_plan(reply.message.text)
+        tokens = reply.tokens
         error = None if steps else "Planning produced no steps."
         if not steps and limit is not None and len(task) > limit:
             error = (
@@ -55,10 +73,20 @@ async def plan(
                 "characters to fit the model's context window; shorten the task, or use a "
                 "model with a larger window"
             )
+    kept = steps[:max_steps]
+    depends_on, notes = checked_dependencies(
+        [s.id for s in kept], [s.depends_on for s in kept], cut=[s.id for s in steps[max_steps:]]
+    )
+    for note in notes:
+        logger.warning("Plan %s: %s", task_id, note)
     outcome = Plan(
         task_id=task_id,
         thread_id=config.get("configurable", {}).get("thread_id"),
-        steps=steps[:max_steps],
+        steps=[s.description for s in kept],
+        depends_on=depends_on,
+        notes=notes,
+        tokens_in=tokens[0],
+        tokens_out=tokens[1],
         planned_count=len(steps),
         max_steps=max_steps,
         error=error,
@@ -74,6 +102,8 @@ async def plan(
             "task_id": task_id,
             "task": task,
             "steps": outcome.steps,
+            "depends_on": outcome.depends_on,
+            "notes": notes,
             "total": len(outcome.steps),
         }
         runtime.stream_writer({"event": events.PLAN_READY, "data": payload})
@@ -81,8 +111,22 @@ async def plan(
     return {
         "plan": outcome,
         "steps": Overwrite([]),
-        "failure": None,
-        "current": None,
+        "running": Overwrite({}),
         "messages": Overwrite([]),
         "answer": None,
+        "budget_spent": None,
+        "work_started_at": None,
     }
+
+
+def read_plan(text: str) -> list[PlannedStep]:
+    """The steps of a typed plan, or else of a numbered list with its dependency notes
+    ("(after 1, 3)", by the list's numbers)."""
+    typed = read_typed_plan(text)
+    if typed is not None:
+        return typed
+    steps = []
+    for number, line in enumerate(parse_plan(text), 1):
+        description, after = split_dependency_note(line)
+        steps.append(PlannedStep(id=number, description=description, depends_on=after))
+    return steps

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentic_loop import events
+from agentic_loop.dependencies import checked_dependencies, split_dependency_note
 from agentic_loop.state import AgenticState, Plan, PlanReview
 
 QUESTION = (
@@ -44,9 +45,18 @@ def read_review(answer: object, max_steps: int) -> PlanReview:
 
 def reviewed_plan(plan: Plan, review: PlanReview) -> Plan:
     if review["action"] == "edit":
-        steps = review["steps"]
+        # Edited steps may carry dependency notes too: "Choose (after 1, 2)".
+        read = [split_dependency_note(step) for step in review["steps"]]
+        depends_on, notes = checked_dependencies(range(1, len(read) + 1), [a for _, a in read])
+        steps = [text for text, _ in read]
         return plan.model_copy(
-            update={"steps": steps, "planned_count": len(steps), "review": "edited"}
+            update={
+                "steps": steps,
+                "depends_on": depends_on,
+                "notes": notes,
+                "planned_count": len(steps),
+                "review": "edited",
+            }
         )
     if review["action"] == "reject":
         reason = review.get("reason")
