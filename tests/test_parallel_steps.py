@@ -1,0 +1,302 @@
+"""Typed plans and their checks, steps that run side by side, skipped steps, and budgets,
+with a model that answers each prompt by what it asks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import ANSWER_ASK, _instruction
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.checkpoint.memory import InMemorySaver
+from ollama_server import OllamaTestServer, Reply, step_of
+
+from agentic_loop import events
+from agentic_loop.dependencies import checked_dependencies, plan_schema, split_dependency_note
+from agentic_loop.graph import create_agentic_loop
+from agentic_loop.models import load_model
+from agentic_loop.nodes.plan import read_plan
+
+CONFIG = {"configurable": {"thread_id": "t"}}
+STEP = re.compile(r"^Step (\d+)/\d+: ", re.MULTILINE)
+
+# --- the plan's checks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ids", "stated", "cut", "deps", "notes"),
+    [
+        ([1, 2, 3], [[], [], []], [], [[], [], []], []),  # none stated: runs in order
+        ([1, 2, 3, 4], [[], [1], [1], [2, 3]], [], [[], [1], [1], [2, 3]], []),
+        ([1, 2], [[], [7]], [], [[], []], ["step 2 depended on step 7, which is not in the plan"]),
+        (
+            [1, 2],
+            [[], [3]],
+            [3],
+            [[], []],
+            ["step 2 depended on step 3, which was cut by max_steps"],
+        ),
+        ([1, 2], [[1], []], [], [[], []], ["step 1 depended on itself"]),
+        ([1, 2, 3], [[], [3], [2]], [], [[], [3], []], ["step 3 waited on step 2 in a cycle"]),
+        ([1, 2, 3], [[3], [1], [2]], [], [[3], [1], []], ["step 3 waited on step 2 in a cycle"]),
+        ([10, 20], [[], [10]], [], [[], [1]], []),  # ids are the model's, numbers positions
+    ],
+)
+def test_checked_dependencies(ids, stated, cut, deps, notes) -> None:
+    got, said = checked_dependencies(ids, stated, cut)
+    assert got == deps
+    assert len(said) == len(notes)
+    for note, expected in zip(said, notes, strict=True):
+        assert note.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("Choose a hotel (after 1, 3)", ("Choose a hotel", [1, 3])),
+        ("Choose (after steps 1 and 2).", ("Choose", [1, 2])),
+        ("Pack [needs 2]", ("Pack", [2])),
+        ("Book (the cheap one)", ("Book (the cheap one)", [])),
+        ("Pack", ("Pack", [])),
+    ],
+)
+def test_split_dependency_note(line: str, expected: tuple[str, list[int]]) -> None:
+    assert split_dependency_note(line) == expected
+
+
+def test_read_plan_takes_a_typed_plan_or_a_numbered_list_with_notes() -> None:
+    typed = read_plan(json.dumps({"steps": [
+        {"id": 1, "description": "Trains", "depends_on": []},
+        {"id": 2, "description": "Choose", "depends_on": [1]},
+    ]}))  # fmt: skip
+    assert [(s.id, s.description, s.depends_on) for s in typed] == [
+        (1, "Trains", []),
+        (2, "Choose", [1]),
+    ]
+    text = read_plan("Plan:\n1. Trains\n2. Hotels\n3. Choose (after 1, 2)")
+    assert [(s.id, s.description, s.depends_on) for s in text] == [
+        (1, "Trains", []),
+        (2, "Hotels", []),
+        (3, "Choose", [1, 2]),
+    ]
+    assert read_plan('{"steps": "not a list"}') == []
+
+
+def test_plan_schema_bounds_the_steps() -> None:
+    schema = plan_schema(4)
+    assert schema["properties"]["steps"]["maxItems"] == 4
+    assert schema["additionalProperties"] is False
+
+
+# --- a model that answers by what it is asked ------------------------------------------
+
+Answer = str | BaseException | Callable[[], Any]
+
+
+class ByPrompt(BaseChatModel):
+    """Replies to the plan prompt with `plan`, to step N with `steps[N]` (a text, an error
+    to raise, or a coroutine function whose result is the text), to adaptations with
+    "Done another way.", and to the answer prompt with "The answer." Each reply reports
+    `tokens` prompt and reply tokens. Keeps every step prompt, and the most steps
+    in progress at once."""
+
+    plan: str
+    steps: dict[int, Answer] = {}
+    tokens: int = 0
+    prompts: dict[int, list[str]] = {}
+    in_progress: int = 0
+    most_at_once: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "by-prompt"
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("async only")
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> ChatResult:
+        prompt = messages[-1].text
+        if prompt.startswith("Break this task"):
+            text = self.plan
+        elif _instruction(messages) == ANSWER_ASK:
+            text = "The answer."
+        elif (match := STEP.search(prompt)) is not None:
+            text = await self._step(int(match[1]), prompt)
+        else:
+            text = "Done another way."
+        usage = {"input_tokens": self.tokens, "output_tokens": self.tokens}
+        usage["total_tokens"] = 2 * self.tokens
+        message = AIMessage(text, usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _step(self, step: int, prompt: str) -> str:
+        self.prompts.setdefault(step, []).append(prompt)
+        self.in_progress += 1
+        self.most_at_once = max(self.most_at_once, self.in_progress)
+        try:
+            answer = self.steps.get(step, f"did {step}")
+            if isinstance(answer, BaseException):
+                raise answer
+            if callable(answer):
+                return str(await answer())
+            await asyncio.sleep(0.05)  # long enough for the steps of a round to overlap
+            return answer
+        finally:
+            self.in_progress -= 1
+
+
+async def run(model: ByPrompt, **settings: Any) -> tuple[Any, list[dict[str, Any]]]:
+    graph = create_agentic_loop(model, checkpointer=InMemorySaver(), replan="never", **settings)
+    seen = [
+        item
+        async for item in graph.astream(
+            {"task": "Plan a trip"}, CONFIG, stream_mode="custom", durability="sync"
+        )
+    ]
+    return (await graph.aget_state(CONFIG)).values["result"], seen
+
+
+TWO_CHAINS = "1. Trains\n2. Hotels\n3. Choose (after 1, 2)"
+
+
+async def test_independent_steps_run_at_once_and_a_step_sees_each_result_it_waits_on() -> None:
+    model = ByPrompt(plan=TWO_CHAINS)
+    result, seen = await run(model)
+    assert result.status == "completed"
+    assert model.most_at_once == 2
+    prompt = model.prompts[3][0]
+    assert "Step 1: did 1" in prompt and "Step 2: did 2" in prompt
+    assert result.depends_on == [[], [], [1, 2]]
+    started = [e["data"]["step"] for e in seen if e["event"] == events.STEP_STARTED]
+    assert sorted(started[:2]) == [1, 2] and started[2] == 3
+
+
+@pytest.mark.parametrize(("max_parallel", "most"), [(1, 1), (2, 2), (4, 3)])
+async def test_max_parallel_caps_the_steps_in_progress(max_parallel: int, most: int) -> None:
+    model = ByPrompt(plan="1. A\n2. B\n3. C\n4. D (after 1)")
+    result, _ = await run(model, max_parallel=max_parallel)
+    assert result.status == "completed"
+    assert model.most_at_once == most
+
+
+async def test_a_plan_without_dependencies_runs_in_order() -> None:
+    model = ByPrompt(plan="1. A\n2. B\n3. C")
+    result, _ = await run(model)
+    assert model.most_at_once == 1
+    assert "Step 1: did 1" in model.prompts[3][0] and "Step 2: did 2" in model.prompts[3][0]
+    assert [s.status for s in result.steps] == ["completed"] * 3
+
+
+async def test_steps_that_depend_on_a_failed_step_are_skipped_and_the_rest_goes_on() -> None:
+    model = ByPrompt(
+        plan="1. A\n2. B (after 1)\n3. C\n4. D (after 2)", steps={1: RuntimeError("x")}
+    )
+    model_adapt_fails = model.model_copy(update={"plan": model.plan})
+    # Adaptation fails too: the adapt prompt has no "Step N/M:" line, so make it raise.
+    failing = FailingAdapt(**model_adapt_fails.model_dump())
+    result, seen = await run(failing)
+    assert [(s.step_num, s.status) for s in result.steps] == [
+        (1, "failed"),
+        (2, "skipped"),
+        (3, "completed"),
+        (4, "skipped"),
+    ]
+    assert result.steps[1].result == "Skipped: step 1 it depends on failed."
+    assert result.steps[3].result == "Skipped: step 2 it depends on skipped."
+    assert result.status == "partial"
+    assert "1 failed, 2 skipped" in result.summary
+    skipped = [e["data"]["step"] for e in seen if e["event"] == events.STEP_SKIPPED]
+    assert skipped == [2, 4]
+
+
+class FailingAdapt(ByPrompt):
+    """Fails every adaptation."""
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
+        if "failed with error" in messages[-1].text:
+            raise RuntimeError("adaptation failed")
+        return await super()._agenerate(messages, *args, **kwargs)
+
+
+async def test_a_plan_with_a_cycle_runs_with_a_note() -> None:
+    model = ByPrompt(plan="1. A (after 2)\n2. B (after 1)")
+    result, _ = await run(model)
+    assert result.status == "completed"
+    graph_plan = result.plan_versions[0]
+    assert graph_plan.steps == ["A", "B"]
+    assert result.depends_on == [[2], []]
+
+
+async def test_a_step_over_its_timeout_is_cancelled_and_adapted() -> None:
+    async def slow() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    model = ByPrompt(plan="1. A\n2. B", steps={1: slow})
+    result, _ = await run(model, step_timeout=0.2)
+    first = result.steps[0]
+    assert first.status == "adapted" and first.result == "Done another way."
+    assert 200 <= first.duration_ms < 5000
+    assert result.steps[1].status == "completed"
+
+
+async def test_a_spent_token_budget_skips_the_steps_left_and_still_answers() -> None:
+    model = ByPrompt(plan="1. A\n2. B\n3. C", tokens=10)
+    result, _ = await run(model, max_tokens=45)  # planning 20, step 1: 40, step 2: 60
+    assert [s.status for s in result.steps] == ["completed", "completed", "skipped"]
+    assert "max_tokens" in result.steps[2].result
+    assert result.budget_spent == "max_tokens" and result.status == "partial"
+    assert "Stopped early: the run's max_tokens budget ran out." in result.summary
+    assert result.answer == "The answer."
+    assert (result.tokens_in, result.tokens_out) == (40, 40)  # plan, 2 steps, answer
+    assert [s.tokens_in for s in result.steps] == [10, 10, 0]
+
+
+async def test_a_spent_time_budget_stops_the_steps_in_progress_and_skips_the_rest() -> None:
+    async def slow() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    model = ByPrompt(plan="1. A\n2. B (after 1)\n3. C", steps={1: slow})
+    result, _ = await run(model, max_seconds=0.3)
+    statuses = {s.step_num: s.status for s in result.steps}
+    assert statuses == {1: "failed", 2: "skipped", 3: "completed"}
+    assert "time budget" in result.steps[0].result
+    assert result.budget_spent == "max_seconds" and result.status == "partial"
+
+
+# --- over the Ollama protocol ----------------------------------------------------------
+
+
+def test_ollama_is_asked_for_a_typed_plan_with_its_schema(monkeypatch) -> None:
+    typed = {"steps": [
+        {"id": 1, "description": "Look up trains", "depends_on": []},
+        {"id": 2, "description": "Look up hotels", "depends_on": []},
+        {"id": 3, "description": "Choose", "depends_on": [1, 2, 9]},
+    ]}  # fmt: skip
+
+    def reply(request: dict[str, Any]) -> Reply:
+        if request.get("format"):
+            return Reply(json.dumps(typed))
+        step = step_of(request)
+        return Reply(f"Found {step}." if step else "The answer.")
+
+    with OllamaTestServer(reply) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        graph = create_agentic_loop(load_model("ollama:test-model"), checkpointer=InMemorySaver())
+        output = asyncio.run(graph.ainvoke({"task": "Trip", "max_steps": 5}, CONFIG))
+        asked = server.chat_requests()
+    assert asked[0]["format"] == plan_schema(5)
+    assert all("format" not in r or not r["format"] for r in asked[1:])
+    result = output["result"]
+    assert [s.description for s in result.steps] == ["Look up trains", "Look up hotels", "Choose"]
+    assert result.depends_on == [[], [], [1, 2]]
+    assert [s.status for s in result.steps] == ["completed"] * 3
