@@ -36,9 +36,16 @@ COLOURS: dict[Status, tuple[str, str, str]] = {
     "completed": ("#c8e6c9", "#2e7d32", "#1b3d1f"),
     "adapted": ("#ffe0a3", "#e69500", "#4d3300"),
     "failed": ("#ffcdd2", "#c62828", "#5c1010"),
+    "skipped": ("#f5f5f5", "#bdbdbd", "#757575"),
     "pending": ("#eeeeee", "#9e9e9e", "#555555"),
 }
-MARKS: dict[Status, str] = {"completed": "✓", "adapted": "↻", "failed": "✗", "pending": "·"}
+MARKS: dict[Status, str] = {
+    "completed": "✓",
+    "adapted": "↻",
+    "failed": "✗",
+    "skipped": "–",
+    "pending": "·",
+}
 
 
 # `__start__` and `__end__`: small dark ovals, set apart from the nodes.
@@ -93,9 +100,9 @@ def graph_picture(graph: Runnable) -> graphviz.Digraph:
 
 
 def run_picture(run: StoredRun) -> graphviz.Digraph:
-    """A run's planned steps in order, top to bottom, each coloured by its status and
-    labelled with its duration and tool calls, under a title with the task, status and
-    total time.
+    """A run's planned steps as a graph, each under the steps it waits for, coloured by
+    its status and labelled with its duration and tool calls, under a title with the
+    task, status and total time.
 
     `run` comes from `agentic_loop.storage.load_run`. Displays inline in a notebook.
     """
@@ -131,8 +138,8 @@ def run_picture(run: StoredRun) -> graphviz.Digraph:
             label += f'<BR/><FONT POINT-SIZE="9">{_dot_text(line)}</FONT>'
 
         picture.node(f"step{number}", _html(label), fillcolor=fill, color=border, fontcolor=text)
-        if number > 1:
-            picture.edge(f"step{number - 1}", f"step{number}")
+        for before in _waits_for(run, number):
+            picture.edge(f"step{before}", f"step{number}")
     return picture
 
 
@@ -144,8 +151,7 @@ def run_mermaid(run: StoredRun) -> str:
     for number, description, step in _planned_steps(run):
         label = _mermaid_text(f"{number}. {_clip(description)}") + "<br/>" + _step_note(step)
         lines.append(f'    step{number}["{label}"]:::{_step_status(step)}')
-        if number > 1:
-            lines.append(f"    step{number - 1} --> step{number}")
+        lines += [f"    step{before} --> step{number}" for before in _waits_for(run, number)]
     for status, (fill, border, text) in COLOURS.items():
         lines.append(f"    classDef {status} fill:{fill},stroke:{border},color:{text}")
     return "\n".join(lines) + "\n"
@@ -191,6 +197,12 @@ def _planned_steps(run: StoredRun) -> list[tuple[int, str, AgenticStep | None]]:
     """Each planned step's number, description and outcome (None while pending)."""
     done = {step.step_num: step for step in run.steps}
     return [(number, text, done.get(number)) for number, text in enumerate(run.plan, 1)]
+
+
+def _waits_for(run: StoredRun, number: int) -> list[int]:
+    if len(run.waits_for) == len(run.plan):
+        return run.waits_for[number - 1]
+    return [number - 1] if number > 1 else []
 
 
 def _step_status(step: AgenticStep | None) -> Status:

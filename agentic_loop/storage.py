@@ -7,7 +7,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -182,6 +182,9 @@ class StoredRun:
     """The tools, limits and replanning the CLI ran it with."""
     plan_versions: list[PlanVersion]
     """The plan as first made, then each revision replanning made."""
+    waits_for: list[list[int]] = field(default_factory=list)
+    """For each planned step, the steps it waits for (the one before, in a plan that runs
+    in order)."""
 
 
 async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
@@ -218,6 +221,7 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         result=result,
         options=options,
         plan_versions=plan.all_versions() if plan else [],
+        waits_for=plan.dependencies() if plan else [],
     )
 
 

@@ -19,9 +19,11 @@ from ollama_server import OllamaTestServer, Reply, step_of
 
 from agentic_loop import events
 from agentic_loop.dependencies import checked_dependencies, plan_schema, split_dependency_note
+from agentic_loop.drawing import run_mermaid, run_picture
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model
 from agentic_loop.nodes.plan import read_plan
+from agentic_loop.storage import load_run
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 STEP = re.compile(r"^Step (\d+)/\d+: ", re.MULTILINE)
@@ -300,3 +302,14 @@ def test_ollama_is_asked_for_a_typed_plan_with_its_schema(monkeypatch) -> None:
     assert [s.description for s in result.steps] == ["Look up trains", "Look up hotels", "Choose"]
     assert result.depends_on == [[], [], [1, 2]]
     assert [s.status for s in result.steps] == ["completed"] * 3
+
+
+async def test_the_run_picture_draws_each_step_under_the_steps_it_waits_for() -> None:
+    saver = InMemorySaver()
+    graph = create_agentic_loop(ByPrompt(plan=TWO_CHAINS), checkpointer=saver)
+    await graph.ainvoke({"task": "Plan a trip"}, CONFIG)
+    run = await load_run(saver, "t")
+    assert run is not None
+    edges = [line.strip() for line in run_picture(run).source.splitlines() if "->" in line]
+    assert edges == ["step1 -> step3", "step2 -> step3"]
+    assert "step1 --> step3" in run_mermaid(run) and "step1 --> step2" not in run_mermaid(run)
