@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANSWER_ASK, _instruction
+from conftest import ANSWER_ASK, ScriptedChatModel, _instruction, calls
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 from ollama_server import OllamaTestServer, Reply, step_of
 
-from agentic_loop import events
+from agentic_loop import events, storage
 from agentic_loop.dependencies import checked_dependencies, plan_schema, split_dependency_note
 from agentic_loop.drawing import run_mermaid, run_picture
 from agentic_loop.graph import create_agentic_loop
@@ -313,3 +316,39 @@ async def test_the_run_picture_draws_each_step_under_the_steps_it_waits_for() ->
     edges = [line.strip() for line in run_picture(run).source.splitlines() if "->" in line]
     assert edges == ["step1 -> step3", "step2 -> step3"]
     assert "step1 --> step3" in run_mermaid(run) and "step1 --> step2" not in run_mermaid(run)
+
+
+async def test_runs_stored_mid_step_before_steps_ran_side_by_side_resume(tmp_path) -> None:
+    """`store_v1.sqlite` was written by the version before: one run stopped while its
+    tool call ran, one waiting for a tool approval. Each resumes; the step in progress
+    starts again (its tool call is asked for again), and no message is left behind."""
+    db = tmp_path / "v1.sqlite"
+    shutil.copy(Path(__file__).parent / "data" / "store_v1.sqlite", db)
+    ran: list[str] = []
+
+    def note(text: str) -> str:
+        """Write a note."""
+        ran.append(text)
+        return "noted"
+
+    def note2(text: str) -> str:
+        """Write a note."""
+        return note(text)
+
+    async with storage.open_store(db) as saver:
+        model = ScriptedChatModel(script=[calls(("note", {"text": "a"})), "Took it.", "Summed."])
+        graph = create_agentic_loop(model, checkpointer=saver, tools=[note])
+        config = {"configurable": {"thread_id": "v1-in-tool"}}
+        output = await graph.ainvoke(None, config, durability="sync")
+        assert [s.status for s in output["result"].steps] == ["completed", "completed"]
+        assert (await graph.aget_state(config)).values["messages"] == []
+
+        model = ScriptedChatModel(script=[calls(("note2", {"text": "b"})), "Took it.", "Summed."])
+        graph = create_agentic_loop(model, checkpointer=saver, tools=[note2], approve_tools=True)
+        config = {"configurable": {"thread_id": "v1-approval"}}
+        await graph.ainvoke(Command(resume="approve"), config, durability="sync")
+        state = await graph.aget_state(config)
+        assert [i.value["args"] for i in state.interrupts] == [{"text": "b"}]  # asked again
+        output = await graph.ainvoke(Command(resume="approve"), config, durability="sync")
+        assert output["result"].status == "completed"
+    assert ran == ["a", "b"]

@@ -14,6 +14,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agentic_loop import events
+from agentic_loop.conversation import removals, untagged
 from agentic_loop.settings import Settings
 from agentic_loop.state import AgenticState, AgenticStep, Budget
 
@@ -91,6 +92,8 @@ async def schedule(state: AgenticState, runtime: Runtime, *, settings: Settings)
     plan = state["plan"]
     now = time.time()
     update: dict[str, Any] = {}
+    if leftover := untagged(state.get("messages", [])):  # from a run stored before
+        update["messages"] = removals(leftover)
     if not state.get("work_started_at"):
         update["work_started_at"] = now
     if replan_wanted(state, settings):
