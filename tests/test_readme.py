@@ -35,6 +35,7 @@ EXAMPLES = python_blocks(README.read_text(encoding="utf-8"))
 PRINTS = {
     "From Python": "completed Plan a weekend trip to the coast: Completed 2/2 steps.",
     "As a graph": "completed Book the hotel by the sea.",
+    "Parallel steps, typed plans and budgets": "completed [(1, 'completed'), (2, 'completed')]",
     "Tools in steps": "1 weather {'city': 'Brighton'} success Sunny and 21 °C in Brighton.",
     "Inside a bigger graph": "completed Book the hotel by the sea.",
     "Tools for an outer chat agent": "completed: Organise an offsite: Completed 2/2 steps.",
