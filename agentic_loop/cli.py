@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import re
 import sys
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +32,7 @@ from agentic_loop.models import (
 )
 from agentic_loop.settings import (
     CHARS_PER_TOKEN,
+    DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_REPLANS,
     DEFAULT_MAX_TOOL_CALLS,
     MAX_STEPS_ENV,
@@ -53,6 +55,15 @@ app = typer.Typer(
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+MAX_PARALLEL_ENV = "AGENTIC_LOOP_MAX_PARALLEL"
+STEP_TIMEOUT_ENV = "AGENTIC_LOOP_STEP_TIMEOUT"
+MAX_SECONDS_ENV = "AGENTIC_LOOP_MAX_SECONDS"
+MAX_TOKENS_ENV = "AGENTIC_LOOP_MAX_TOKENS"
+MOST_PARALLEL = 64
+MOST_SECONDS = 7 * 24 * 3600.0
+"""A week: the most `--step-timeout` and `--max-seconds` take."""
+MOST_TOKENS = 10**9
 
 ModelOption = Annotated[
     str | None,
@@ -97,6 +108,34 @@ class GraphFormat(StrEnum):
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _limit(
+    flag: str, env: str, raw: str | None, kind: type[_Number], most: _Number
+) -> _Number | None:
+    """The value of `flag`, else of the environment variable `env`, else None: above 0 and
+    at most `most`, a whole number if `kind` is int. Anything else is one line and exit 2,
+    naming where the value came from."""
+    source = flag
+    if raw is None:
+        raw, source = os.environ.get(env, "").strip(), env
+        if not raw:
+            return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= most:  # nan fails every comparison
+        if kind is int:
+            _fail(f"{source} must be a whole number from 1 to {most}, got {one_line(raw, 40)!r}")
+        _fail(
+            f"{source} must be a number of seconds above 0 and up to {most:g}, "
+            f"got {one_line(raw, 40)!r}"
+        )
+    return value
 
 
 @app.command()
@@ -183,6 +222,42 @@ def run(
             "is marked as cut short.",
         ),
     ] = DEFAULT_REPLY_TOKENS,
+    max_parallel: Annotated[
+        str | None,
+        typer.Option(
+            "--max-parallel",
+            metavar="N",
+            help=f"Most steps in progress at once, 1 to {MOST_PARALLEL}. "
+            f"Default: ${MAX_PARALLEL_ENV}, else {DEFAULT_MAX_PARALLEL}.",
+        ),
+    ] = None,
+    step_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--step-timeout",
+            metavar="SECONDS",
+            help="Seconds one step may take, its tool calls included; past it the step is "
+            f"adapted. Default: ${STEP_TIMEOUT_ENV}, else no limit.",
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        str | None,
+        typer.Option(
+            "--max-seconds",
+            metavar="SECONDS",
+            help="Seconds the run's steps may take; then the steps in progress stop, the rest "
+            f"are skipped and the answer is written. Default: ${MAX_SECONDS_ENV}, else no limit.",
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--max-tokens",
+            metavar="N",
+            help="Tokens (prompts and replies) the run's model calls may use; then no step "
+            f"starts and the rest are skipped. Default: ${MAX_TOKENS_ENV}, else no limit.",
+        ),
+    ] = None,
 ) -> None:
     """Plan TASK into steps, run them with live progress, and print the answer."""
     from agentic_loop.step_tools import ToolOptions, ToolSetupError
@@ -199,6 +274,10 @@ def run(
     ]:
         if value < least:
             _fail(f"{flag} must be at least {least}, got {value}")
+    parallel = _limit("--max-parallel", MAX_PARALLEL_ENV, max_parallel, int, MOST_PARALLEL)
+    per_step = _limit("--step-timeout", STEP_TIMEOUT_ENV, step_timeout, float, MOST_SECONDS)
+    seconds = _limit("--max-seconds", MAX_SECONDS_ENV, max_seconds, float, MOST_SECONDS)
+    tokens = _limit("--max-tokens", MAX_TOKENS_ENV, max_tokens, int, MOST_TOKENS)
     try:
         tool_options = ToolOptions.from_cli(tools or (), mcp, workspace)
     except ToolSetupError as exc:
@@ -214,6 +293,10 @@ def run(
         replan=replan.value,
         max_replans=max_replans,
         reply_tokens=max_reply_tokens,
+        max_parallel=DEFAULT_MAX_PARALLEL if parallel is None else parallel,
+        step_timeout=per_step,
+        max_seconds=seconds,
+        max_tokens=tokens,
     )
     _drive(
         thread_id,
@@ -266,7 +349,7 @@ def runs(db: DbOption = None) -> None:
             item.thread_id,
             one_line(item.task, 60),
             item.status,
-            f"{len(item.steps)}/{len(item.plan)}",
+            f"{sum(step.status != 'skipped' for step in item.steps)}/{len(item.plan)}",
             item.updated_at[:19].replace("T", " "),
         )
     _console().print(table)
@@ -544,6 +627,10 @@ async def _stream(
         replan=options.replan,
         max_replans=options.max_replans,
         max_reply_chars=CHARS_PER_TOKEN * options.reply_tokens,
+        max_parallel=options.max_parallel,
+        step_timeout=options.step_timeout,
+        max_seconds=options.max_seconds,
+        max_tokens=options.max_tokens,
     )
     if spec.startswith("ollama:"):  # a run that cannot start is not stored as failed
         check_ollama(spec.partition(":")[2])
@@ -714,6 +801,8 @@ def _report(result: AgenticResult, json_out: bool) -> None:
 
 
 def _print_run(console: Console, stored: StoredRun) -> None:
+    from agentic_loop.drawing import format_duration
+
     console.print(f"[bold]{escape(stored.task)}[/]", highlight=False)
     console.print(
         f"thread {stored.thread_id} · {stored.status} · updated {stored.updated_at[:19]}",
@@ -721,6 +810,8 @@ def _print_run(console: Console, stored: StoredRun) -> None:
     )
     if stored.result:
         console.print(stored.result.summary, highlight=False, markup=False)
+        if spent := _spent(stored.result, stored.options):
+            console.print(spent, highlight=False, markup=False)
     if len(stored.plan_versions) > 1:
         console.print("\n[bold]Plan versions[/]", highlight=False)
         for number, version in enumerate(stored.plan_versions, 1):
@@ -738,9 +829,13 @@ def _print_run(console: Console, stored: StoredRun) -> None:
             console.print(f"\n[dim]{number}. {escape(description)} — {waiting}[/]", highlight=False)
             continue
         cut = " [yellow](cut short at its length cap)[/]" if step.cut_short else ""
+        facts: list[str] = [step.status]
+        if step.status != "skipped":  # a skipped step took no time
+            facts.append(format_duration(step.duration_ms))
+        if step.tokens_in or step.tokens_out:
+            facts.append(_tokens(step.tokens_in, step.tokens_out))
         console.print(
-            f"\n[bold]{number}. {escape(description)}[/] — {step.status}, "
-            f"{step.duration_ms} ms{cut}",
+            f"\n[bold]{number}. {escape(description)}[/] — {', '.join(facts)}{cut}",
             highlight=False,
         )
         for call in step.tool_calls:
@@ -755,6 +850,25 @@ def _print_run(console: Console, stored: StoredRun) -> None:
         console.print(stored.result.answer, highlight=False, markup=False)
 
 
+def _tokens(tokens_in: int, tokens_out: int) -> str:
+    return f"{tokens_in} token{'s' if tokens_in != 1 else ''} in, {tokens_out} out"
+
+
+def _spent(result: AgenticResult, options: RunOptions) -> str:
+    """`"120 tokens in, 300 out; the max_tokens budget (400) ran out"`: what the run's model
+    calls used and the budget that ended it, each when known."""
+    parts = []
+    if result.tokens_in or result.tokens_out:
+        parts.append(_tokens(result.tokens_in, result.tokens_out))
+    if result.budget_spent == "max_seconds":
+        limit = f" ({options.max_seconds:g} s)" if options.max_seconds else ""
+        parts.append(f"the max_seconds budget{limit} ran out")
+    elif result.budget_spent == "max_tokens":
+        limit = f" ({options.max_tokens})" if options.max_tokens else ""
+        parts.append(f"the max_tokens budget{limit} ran out")
+    return "; ".join(parts)
+
+
 class TerminalProgress:
     """Shows progress events as lines and a progress bar (a broadcaster for `ProgressRelay`)."""
 
@@ -766,6 +880,7 @@ class TerminalProgress:
 
     async def broadcast(self, event: str, data: dict[str, Any]) -> None:
         from agentic_loop import events
+        from agentic_loop.drawing import MARKS, format_duration
 
         print_line = self._bar.console.print if self._bar else self.console.print
         if event == events.PLAN_READY:
@@ -780,18 +895,27 @@ class TerminalProgress:
                 highlight=False,
             )
             self._start_bar(data["total"], completed=data["step"] - 1)
-        elif event in (events.STEP_COMPLETE, events.STEP_ADAPTED, events.STEP_FAILED):
-            mark = {
-                events.STEP_COMPLETE: "[green]✓[/]",
-                events.STEP_ADAPTED: "[yellow]↻ adapted[/]",
-                events.STEP_FAILED: "[red]✗ failed[/]",
-            }[event]
-            detail = data.get("result") or data.get("adaptation") or data.get("error") or ""
-            print_line(
-                f"{mark} step {data['step']}: {escape(one_line(detail, 100))}", highlight=False
+        elif event == events.STEP_COMPLETE:
+            took = format_duration(data["duration_ms"])
+            self._step_ended(
+                f"[green]✓[/] step {data['step']}: {escape(one_line(data['result'], 100))} "
+                f"[dim]({took})[/]"
             )
-            if self._bar is not None and self._task is not None:
-                self._bar.update(self._task, completed=data["step"])
+        elif event == events.STEP_ADAPTED:  # the other way it took, then why
+            self._step_ended(
+                f"[yellow]↻ adapted[/] step {data['step']}: "
+                f"{escape(one_line(data['adaptation'], 100))} "
+                f"[dim](it failed first: {escape(one_line(data['error'], 100))})[/]"
+            )
+        elif event == events.STEP_FAILED:
+            self._step_ended(
+                f"[red]✗ failed[/] step {data['step']}: {escape(one_line(data['error'], 100))}"
+            )
+        elif event == events.STEP_SKIPPED:
+            self._step_ended(
+                f"[dim]{MARKS['skipped']} skipped[/] step {data['step']}: "
+                f"{escape(one_line(data['reason'], 100))}"
+            )
         elif event == events.TOOL_CALLED:
             print_line(
                 f"  [magenta]⚒[/] {escape(data['tool'])} {escape(one_line(data['args'], 100))}",
@@ -812,6 +936,13 @@ class TerminalProgress:
                 self.show_plan(data["steps"], heading=False)
         elif event == events.TASK_COMPLETE:
             self.stop()
+
+    def _step_ended(self, line: str) -> None:
+        """Print how a step ended, and count it done: steps side by side end in any order."""
+        print_line = self._bar.console.print if self._bar else self.console.print
+        print_line(line, highlight=False)
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task)
 
     def show_plan(self, steps: list[str], heading: bool = True) -> None:
         print_line = self._bar.console.print if self._bar else self.console.print

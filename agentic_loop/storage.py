@@ -17,7 +17,11 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agentic_loop.models import DEFAULT_REPLY_TOKENS
-from agentic_loop.settings import DEFAULT_MAX_REPLANS, DEFAULT_MAX_TOOL_CALLS
+from agentic_loop.settings import (
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_MAX_REPLANS,
+    DEFAULT_MAX_TOOL_CALLS,
+)
 from agentic_loop.state import (
     STORED_TYPES,
     AgenticResult,
@@ -138,9 +142,23 @@ class RunOptions:
     max_replans: int = DEFAULT_MAX_REPLANS
     reply_tokens: int = DEFAULT_REPLY_TOKENS
     """The cap on a reply's length sent to Ollama."""
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    """Most steps in progress at once."""
+    step_timeout: float | None = None
+    """Seconds one step may take; None: no limit."""
+    max_seconds: float | None = None
+    """Seconds the run's steps may take; None: no limit."""
+    max_tokens: int | None = None
+    """Tokens the run's model calls may use; None: no limit."""
 
-    def to_metadata(self) -> dict[str, str | int]:
-        # Checkpoint metadata keeps only plain values: lists and dicts go in as JSON text.
+    def to_metadata(self) -> dict[str, str | int | float]:
+        # Checkpoint metadata keeps only plain values: lists and dicts go in as JSON text,
+        # and a budget that is not set is left out (None would be dropped anyway).
+        budgets = {
+            "step_timeout": self.step_timeout,
+            "max_seconds": self.max_seconds,
+            "max_tokens": self.max_tokens,
+        }
         return {
             "tools": json.dumps(self.tools.to_metadata()),
             "approve_tools": json.dumps(list(self.approve_tools)),
@@ -148,6 +166,8 @@ class RunOptions:
             "replan": self.replan,
             "max_replans": self.max_replans,
             "reply_tokens": self.reply_tokens,
+            "max_parallel": self.max_parallel,
+            **{name: value for name, value in budgets.items() if value is not None},
         }
 
     @classmethod
@@ -160,6 +180,10 @@ class RunOptions:
             replan=metadata.get("replan", defaults.replan),
             max_replans=metadata.get("max_replans", defaults.max_replans),
             reply_tokens=metadata.get("reply_tokens", defaults.reply_tokens),
+            max_parallel=metadata.get("max_parallel", defaults.max_parallel),
+            step_timeout=metadata.get("step_timeout"),
+            max_seconds=metadata.get("max_seconds"),
+            max_tokens=metadata.get("max_tokens"),
         )
 
 
