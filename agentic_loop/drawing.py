@@ -264,9 +264,8 @@ def _total_ms(run: StoredRun) -> int:
 
 def _title_text(run: StoredRun, *, with_task: bool = True) -> str:
     """`"<task> — completed · 3/3 steps · 4.1 s"` (without the task for the terminal)."""
-    facts = (
-        f"{run.status} · {len(run.steps)}/{len(run.plan)} steps · {format_duration(_total_ms(run))}"
-    )
+    ran = sum(step.status != "skipped" for step in run.steps)
+    facts = f"{run.status} · {ran}/{len(run.plan)} steps · {format_duration(_total_ms(run))}"
     return f"{_clip(run.task, 80)} — {facts}" if with_task else facts
 
 
