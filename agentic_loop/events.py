@@ -93,7 +93,8 @@ class Broadcaster(Protocol):
 
 
 OnProgress = Callable[[str, int, int], Awaitable[Any] | Any]
-"""`on_progress(description, step_num, total_steps)`, sync or async, called as each step ends."""
+"""`on_progress(description, step_num, total_steps)`, sync or async, called as each step ends
+(or is skipped)."""
 
 
 def is_progress_event(item: object) -> bool:
@@ -120,7 +121,12 @@ class ProgressRelay:
             )
 
 
-_STEP_LABELS = {STEP_COMPLETE: "", STEP_ADAPTED: "[Adapted] ", STEP_FAILED: "[Failed] "}
+_STEP_LABELS = {
+    STEP_COMPLETE: "",
+    STEP_ADAPTED: "[Adapted] ",
+    STEP_FAILED: "[Failed] ",
+    STEP_SKIPPED: "[Skipped] ",
+}
 
 
 async def _guarded(what: str, hook: Callable[..., Any], *args: Any) -> None:

@@ -11,7 +11,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, Durability
+from langgraph.types import Command, Durability, Interrupt
 
 from agentic_loop import storage
 from agentic_loop.events import (
@@ -23,7 +23,7 @@ from agentic_loop.events import (
 )
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model, model_spec_from_env
-from agentic_loop.settings import DEFAULT_MAX_REPLANS, DEFAULT_MAX_TOOL_CALLS
+from agentic_loop.settings import DEFAULT_MAX_PARALLEL, DEFAULT_MAX_REPLANS, DEFAULT_MAX_TOOL_CALLS
 from agentic_loop.state import AgenticResult, ReplanMode
 
 ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
@@ -67,9 +67,14 @@ async def run_agentic_loop(
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
     replan: ReplanMode = "on_failure",
     max_replans: int = DEFAULT_MAX_REPLANS,
+    max_parallel: int = DEFAULT_MAX_PARALLEL,
+    step_timeout: float | None = None,
+    max_seconds: float | None = None,
+    max_tokens: int | None = None,
     config: RunnableConfig | None = None,
 ) -> AgenticResult:
-    """Plan `task` into steps, run them one by one, adapt failures, and summarise.
+    """Plan `task` into steps, run them (side by side where they allow), adapt failures,
+    and summarise.
 
     Each run gets its own thread, `"{session_id}-{8 hex digits}"` unless `thread_id` is
     given. With a checkpointer, a `thread_id` that holds an unfinished run of the same
@@ -85,8 +90,10 @@ async def run_agentic_loop(
     With `tools`, each step may call them (at most `max_tool_calls` times); calls of the
     tools named in `approve_tools` (`True`: all) wait for `approve(request)` to approve,
     edit or reject them. `replan` and `max_replans` say when the model may revise the
-    steps left (see `build_graph`). `config` (callbacks, tags, metadata, run_name) goes to
-    every model and tool call of the run, so an outer agent's tracing sees them.
+    steps left, `max_parallel` how many steps run at once, and `step_timeout`,
+    `max_seconds` and `max_tokens` are the run's budgets (see `build_graph`). `config`
+    (callbacks, tags, metadata, run_name) goes to every model and tool call of the run,
+    so an outer agent's tracing sees them.
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
@@ -104,6 +111,10 @@ async def run_agentic_loop(
         max_tool_calls=max_tool_calls,
         replan=replan,
         max_replans=max_replans,
+        max_parallel=max_parallel,
+        step_timeout=step_timeout,
+        max_seconds=max_seconds,
+        max_tokens=max_tokens,
     )
     config = with_thread(config, thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}")
     graph_input: dict[str, Any] | None = {
@@ -157,7 +168,7 @@ async def stream_run(
     `AwaitingAnswer` if the run pauses for one of them and its handler is missing."""
     while True:
         result: AgenticResult | None = None
-        request: dict[str, Any] | None = None
+        pending: list[Interrupt] = []
         async for mode, chunk in graph.astream(
             graph_input,
             config,
@@ -170,21 +181,24 @@ async def stream_run(
             elif mode == "updates" and "summarise" in update:
                 result = update["summarise"]["result"]
             elif mode == "updates" and "__interrupt__" in update:
-                request = update["__interrupt__"][0].value
+                pending += update["__interrupt__"]
         if result is not None:
             return result
-        if request is None:
+        if not pending:
             raise RuntimeError(
                 "the run stopped before its summary; resume it with the same thread_id"
             )
-        # Plan reviews stored before tool approvals existed have no "kind".
-        handler = approve if request.get("kind") == "tool_approval" else review
-        if handler is None:
-            raise AwaitingAnswer(request)
-        answer = handler(request)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        graph_input = Command(resume=answer)
+        # Steps side by side may each wait for an answer: each is answered by its id.
+        answers: dict[str, Any] = {}
+        for waiting in pending:
+            request = waiting.value
+            # Plan reviews stored before tool approvals existed have no "kind".
+            handler = approve if request.get("kind") == "tool_approval" else review
+            if handler is None:
+                raise AwaitingAnswer(request)
+            answer = handler(request)
+            answers[waiting.id] = await answer if inspect.isawaitable(answer) else answer
+        graph_input = Command(resume=answers)
         # A run started from an older checkpoint (a re-run) now goes on from its newest.
         configurable = dict(config.get("configurable", {}))
         configurable.pop("checkpoint_id", None)

@@ -53,9 +53,10 @@ class RunRecord(BaseModel):
     )
     task_id: str | None = Field(default=None, description="The loop's own id for the run.")
     steps_planned: int = 0
-    steps_finished: int = 0
-    current_step: int | None = Field(default=None, description="Number of the step running.")
-    current_description: str | None = None
+    steps_finished: int = Field(default=0, description="Steps ended so far, skipped ones too.")
+    running_steps: dict[int, str] = Field(
+        default_factory=dict, description="The steps in progress: number → description."
+    )
     last_event: str | None = Field(default=None, description="Name of the latest event.")
     last_outcome: str | None = Field(
         default=None, description="Preview of the latest step's result, or why it failed."
@@ -75,11 +76,11 @@ class RunRecord(BaseModel):
             self.steps_planned = data.get("total", 0)
             self.last_outcome = data.get("error")
         elif event == events.STEP_STARTED:
-            self.current_step, self.current_description = data["step"], data["description"]
+            self.running_steps[data["step"]] = data["description"]
             self.steps_planned = data["total"]
         elif event in _OUTCOME_KEYS:
-            self.current_step = self.current_description = None
-            self.steps_finished = data["step"]
+            self.running_steps.pop(data["step"], None)
+            self.steps_finished += 1
             self.last_outcome = data[_OUTCOME_KEYS[event]]
         elif event == events.TOOL_CALLED:
             self.tool_calls += 1
@@ -87,10 +88,17 @@ class RunRecord(BaseModel):
         elif event == events.TOOL_RESULT:
             self.last_tool = f"{data['tool']} → {data['status']}: {data['result']}"
 
+    @property
+    def current_step(self) -> int | None:
+        """The first step in progress, if any."""
+        return min(self.running_steps, default=None)
+
     def position(self) -> str:
-        """`step 3/5`, `planning`, or `2/5 steps finished`."""
-        if self.current_step is not None:
-            return f"step {self.current_step}/{self.steps_planned}"
+        """`step 3/5`, `steps 2, 3/5`, `planning`, or `2/5 steps finished`."""
+        if self.running_steps:
+            numbers = ", ".join(str(n) for n in sorted(self.running_steps))
+            label = "step" if len(self.running_steps) == 1 else "steps"
+            return f"{label} {numbers}/{self.steps_planned}"
         if self.state == "running" and self.last_event is None:
             return "planning"
         return f"{self.steps_finished}/{self.steps_planned} steps finished"
@@ -100,6 +108,7 @@ _OUTCOME_KEYS = {
     events.STEP_COMPLETE: "result",
     events.STEP_ADAPTED: "adaptation",
     events.STEP_FAILED: "error",
+    events.STEP_SKIPPED: "reason",
 }
 """Where each step-ending event carries the step's outcome."""
 
@@ -196,7 +205,7 @@ class BackgroundRuns:
     def _settle(self, record: RunRecord, job: asyncio.Task[AgenticResult]) -> None:
         if record.state != "running" or not job.done():
             return
-        record.current_step = record.current_description = None
+        record.running_steps.clear()
         if job.cancelled():
             record.state = "cancelled"
             logger.info("Background run %s was cancelled at %s", record.run_id, record.position())
@@ -361,11 +370,9 @@ def _bad_arguments(error: Exception) -> str:
 
 def _progress_text(record: RunRecord) -> str:
     text = f"Run {record.run_id}: {record.state}, {record.position()}"
-    if record.current_description:
-        text += (
-            f": {record.current_description} "
-            f"({record.steps_finished} of {record.steps_planned} steps finished)"
-        )
+    if record.running_steps:
+        doing = "; ".join(record.running_steps[n] for n in sorted(record.running_steps))
+        text += f": {doing} ({record.steps_finished} of {record.steps_planned} steps finished)"
     text += "."
     if record.tool_calls:
         text += f"\nTool calls so far: {record.tool_calls}; latest: {record.last_tool}"

@@ -26,7 +26,9 @@ from agentic_loop.drawing import run_mermaid, run_picture
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model
 from agentic_loop.nodes.plan import read_plan
+from agentic_loop.runner import run_agentic_loop
 from agentic_loop.storage import load_run
+from agentic_loop.tools import BackgroundRuns
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 STEP = re.compile(r"^Step (\d+)/\d+: ", re.MULTILINE)
@@ -352,3 +354,65 @@ async def test_runs_stored_mid_step_before_steps_ran_side_by_side_resume(tmp_pat
         output = await graph.ainvoke(Command(resume="approve"), config, durability="sync")
         assert output["result"].status == "completed"
     assert ran == ["a", "b"]
+
+
+class CallsANote(ByPrompt):
+    """Steps 1 and 2 first call the `note` tool."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
+        step = STEP.search("\n".join(m.text for m in messages))
+        if step and step[1] in ("1", "2") and not any(m.type == "tool" for m in messages):
+            call = {"name": "note", "args": {"text": step[1]}, "id": f"c{step[1]}"}
+            message = AIMessage("", tool_calls=[{**call, "type": "tool_call"}])
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        return await super()._agenerate(messages, *args, **kwargs)
+
+
+async def test_two_steps_waiting_for_approval_at_once_are_each_answered() -> None:
+    ran: list[str] = []
+
+    def note(text: str) -> str:
+        """Write a note."""
+        ran.append(text)
+        return "noted"
+
+    asked: list[tuple[int, Any]] = []
+
+    def approve(request: dict[str, Any]) -> str:
+        asked.append((request["step"], request["args"]))
+        return "approve" if request["step"] == 1 else "reject"
+
+    result = await run_agentic_loop(
+        "T",
+        model=CallsANote(plan=TWO_CHAINS),
+        tools=[note],
+        approve_tools=True,
+        approve=approve,
+    )
+    assert sorted(asked) == [(1, {"text": "1"}), (2, {"text": "2"})]
+    assert ran == ["1"]
+    assert [c.status for s in result.steps for c in s.tool_calls] == ["success", "refused"]
+    assert result.status == "completed"
+
+
+async def test_a_background_run_shows_the_steps_in_progress() -> None:
+    release = asyncio.Event()
+
+    async def held() -> str:
+        await release.wait()
+        return "done"
+
+    model = ByPrompt(plan=TWO_CHAINS, steps={1: held, 2: held})
+    runs = BackgroundRuns(create_agentic_loop(model, checkpointer=InMemorySaver()))
+    run_id = await runs.start("Plan a trip")
+    for _ in range(200):
+        if len(runs.progress(run_id).running_steps) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert runs.progress(run_id).position() == "steps 1, 2/3"
+    release.set()
+    result = await runs.wait(run_id)
+    assert result.status == "completed" and runs.progress(run_id).steps_finished == 3

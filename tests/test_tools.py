@@ -117,7 +117,7 @@ async def test_start_returns_at_once_and_progress_follows_the_run(closing) -> No
     waiting = runs.progress(run_id)
     assert waiting.state == "running"
     assert (waiting.steps_planned, waiting.steps_finished) == (3, 1)
-    assert (waiting.position(), waiting.current_description) == ("step 2/3", "B")
+    assert (waiting.position(), waiting.running_steps) == ("step 2/3", {2: "B"})
     assert waiting.last_outcome == "did A" and waiting.last_event == events.STEP_STARTED
     assert len(model.prompts) == 2
 
