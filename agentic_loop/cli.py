@@ -838,6 +838,8 @@ def _print_run(console: Console, stored: StoredRun) -> None:
             f"\n[bold]{number}. {escape(description)}[/] — {', '.join(facts)}{cut}",
             highlight=False,
         )
+        if step.status == "adapted" and step.failure:
+            console.print(f"  [yellow]failed first:[/] {escape(step.failure)}", highlight=False)
         for call in step.tool_calls:
             console.print(
                 f"  [magenta]⚒[/] {escape(call.tool)} {escape(one_line(_to_json(call.args), 100))}"

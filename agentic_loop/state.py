@@ -47,6 +47,9 @@ class AgenticStep(BaseModel):
     cut_short: bool = Field(
         default=False, description="Whether the reply hit the length cap: not a finished result."
     )
+    failure: str | None = Field(
+        default=None, description="For an adapted or failed step: why its first try failed."
+    )
 
 
 class PlanVersion(BaseModel):

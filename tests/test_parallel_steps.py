@@ -251,6 +251,7 @@ async def test_a_step_over_its_timeout_is_cancelled_and_adapted() -> None:
     result, _ = await run(model, step_timeout=0.2)
     first = result.steps[0]
     assert first.status == "adapted" and first.result == "Done another way."
+    assert first.failure == "the step timed out after 0.2 s (step_timeout)"
     assert 200 <= first.duration_ms < 5000
     assert result.steps[1].status == "completed"
 

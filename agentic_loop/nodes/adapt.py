@@ -81,6 +81,7 @@ async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dic
         duration_ms=max(0, int((time.time() - running.started_at) * 1000)),
         tool_calls=tool_call_records(state["messages"]),
         cut_short=reply is not None and reply.cut_short,
+        failure=failure,
         tokens_in=running.tokens_in + tokens_in,
         tokens_out=running.tokens_out + tokens_out,
     )
