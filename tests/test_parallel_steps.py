@@ -24,6 +24,7 @@ from agentic_loop import events, storage
 from agentic_loop.dependencies import checked_dependencies, plan_schema, split_dependency_note
 from agentic_loop.drawing import run_mermaid, run_picture
 from agentic_loop.graph import create_agentic_loop
+from agentic_loop.history import fork_from_step
 from agentic_loop.models import load_model
 from agentic_loop.nodes.plan import read_plan
 from agentic_loop.runner import run_agentic_loop
@@ -417,3 +418,27 @@ async def test_a_background_run_shows_the_steps_in_progress() -> None:
     release.set()
     result = await runs.wait(run_id)
     assert result.status == "completed" and runs.progress(run_id).steps_finished == 3
+
+
+async def test_rerunning_from_a_step_keeps_the_steps_numbered_before_it() -> None:
+    model = ByPrompt(plan="1. A\n2. B\n3. C (after 1, 2)")
+    graph = create_agentic_loop(model, checkpointer=InMemorySaver(), replan="never")
+    await graph.ainvoke({"task": "T"}, CONFIG, durability="sync")
+    model.steps = {2: "redid 2", 3: "redid 3"}
+    point = await fork_from_step(graph, "t", 2)
+    output = await graph.ainvoke(None, point.config, durability="sync")
+    assert [s.result for s in output["result"].steps] == ["did 1", "redid 2", "redid 3"]
+    assert [len(model.prompts[n]) for n in (1, 2, 3)] == [1, 2, 2]
+    assert "Step 1: did 1" in model.prompts[3][1] and "Step 2: redid 2" in model.prompts[3][1]
+
+
+async def test_a_reviewer_may_edit_the_plan_with_dependency_notes() -> None:
+    model = ByPrompt(plan="1. A\n2. B")
+    graph = create_agentic_loop(model, checkpointer=InMemorySaver(), review_plan=True)
+    await graph.ainvoke({"task": "T"}, CONFIG)
+    edited = ["Trains", "Hotels", "Choose (after 1, 2)", "Pack (after 7)"]
+    output = await graph.ainvoke(Command(resume=edited), CONFIG)
+    result = output["result"]
+    assert [s.description for s in result.steps] == ["Trains", "Hotels", "Choose", "Pack"]
+    assert result.depends_on == [[], [], [1, 2], []]  # step 7 is not in the plan
+    assert model.most_at_once == 3  # Trains, Hotels and Pack
