@@ -343,13 +343,14 @@ def runs(db: DbOption = None) -> None:
     if not stored:
         _console().print(f"No stored runs in {_db_path(db)}.")
         return
-    table = Table("thread", "task", "status", "steps", "updated")
+    table = Table("thread", "task", "status", "steps", "tokens", "updated")
     for item in stored:
         table.add_row(
             item.thread_id,
             one_line(item.task, 60),
             item.status,
             f"{sum(step.status != 'skipped' for step in item.steps)}/{len(item.plan)}",
+            _count(item.result.tokens_in + item.result.tokens_out) if item.result else "",
             item.updated_at[:19].replace("T", " "),
         )
     _console().print(table)
@@ -850,6 +851,15 @@ def _print_run(console: Console, stored: StoredRun) -> None:
     if stored.result and stored.result.answer:
         console.print("\n[bold]Answer[/]", highlight=False)
         console.print(stored.result.answer, highlight=False, markup=False)
+
+
+def _count(number: int) -> str:
+    """`950`, `1.2k`, `35k`, `1.2M`: a count short enough for a table column."""
+    for size, unit in ((1_000_000, "M"), (1_000, "k")):
+        if number >= size:
+            scaled = number / size
+            return f"{scaled:.1f}{unit}" if scaled < 10 else f"{scaled:.0f}{unit}"
+    return str(number)
 
 
 def _tokens(tokens_in: int, tokens_out: int) -> str:

@@ -16,7 +16,7 @@ import pytest
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 from typer.testing import CliRunner
 
-from agentic_loop.cli import app
+from agentic_loop.cli import _count, app
 from agentic_loop.storage import RunOptions, load_run, open_store
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,7 @@ def test_the_token_budget_skips_the_steps_left_and_says_so(agentic_loop) -> None
     assert (result["tokens_in"], result["tokens_out"]) == (3, 3)  # plan, step 1, answer
     assert result["depends_on"] == [[], [], []]
     assert [(s["tokens_in"], s["tokens_out"]) for s in result["steps"]] == [(1, 1), (0, 0), (0, 0)]
-    assert re.search(r"│ partial\s+│ 1/3 ", listed.stdout)  # steps that ran, of those planned
+    assert re.search(r"│ partial\s+│ 1/3\s+│ 6 ", listed.stdout)  # steps that ran; tokens
 
 
 def test_a_token_budget_spent_by_planning_runs_no_step(agentic_loop) -> None:
@@ -225,3 +225,11 @@ def test_run_options_carry_the_limits_in_checkpoint_metadata(
 def test_runs_stored_before_the_limits_read_with_defaults() -> None:
     old = {"max_tool_calls": 8, "replan": "on_failure", "max_replans": 3, "reply_tokens": 1024}
     assert RunOptions.from_metadata(old) == RunOptions()
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [(0, "0"), (950, "950"), (1234, "1.2k"), (35_400, "35k"), (1_250_000, "1.2M")],
+)
+def test_token_counts_are_short_in_the_runs_table(number: int, shown: str) -> None:
+    assert _count(number) == shown
