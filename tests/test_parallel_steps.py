@@ -161,6 +161,11 @@ class ByPrompt(BaseChatModel):
             self.in_progress -= 1
 
 
+async def never_answers() -> str:
+    await asyncio.sleep(30)
+    return "never"
+
+
 async def run(model: ByPrompt, **settings: Any) -> tuple[Any, list[dict[str, Any]]]:
     graph = create_agentic_loop(model, checkpointer=InMemorySaver(), replan="never", **settings)
     seen = [
@@ -244,11 +249,7 @@ async def test_a_plan_with_a_cycle_runs_with_a_note() -> None:
 
 
 async def test_a_step_over_its_timeout_is_cancelled_and_adapted() -> None:
-    async def slow() -> str:
-        await asyncio.sleep(30)
-        return "never"
-
-    model = ByPrompt(plan="1. A\n2. B", steps={1: slow})
+    model = ByPrompt(plan="1. A\n2. B", steps={1: never_answers})
     result, _ = await run(model, step_timeout=0.2)
     first = result.steps[0]
     assert first.status == "adapted" and first.result == "Done another way."
@@ -270,11 +271,7 @@ async def test_a_spent_token_budget_skips_the_steps_left_and_still_answers() -> 
 
 
 async def test_a_spent_time_budget_stops_the_steps_in_progress_and_skips_the_rest() -> None:
-    async def slow() -> str:
-        await asyncio.sleep(30)
-        return "never"
-
-    model = ByPrompt(plan="1. A\n2. B (after 1)\n3. C", steps={1: slow})
+    model = ByPrompt(plan="1. A\n2. B (after 1)\n3. C", steps={1: never_answers})
     result, _ = await run(model, max_seconds=0.3)
     statuses = {s.step_num: s.status for s in result.steps}
     assert statuses == {1: "failed", 2: "skipped", 3: "completed"}
