@@ -34,12 +34,22 @@ from agentic_loop.settings import (
     CHARS_PER_TOKEN,
     DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_REPLANS,
+    DEFAULT_MAX_STEPS,
     DEFAULT_MAX_TOOL_CALLS,
     MAX_STEPS_ENV,
+    MOST_PARALLEL,
+    MOST_REPLANS,
+    MOST_REPLY_TOKENS,
+    MOST_SECONDS,
+    MOST_STEPS,
+    MOST_TOKENS,
+    MOST_TOOL_CALLS,
+    default_max_steps,
 )
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+    from rich.text import Text
 
     from agentic_loop.state import AgenticResult
     from agentic_loop.storage import RunOptions, StoredRun
@@ -60,10 +70,6 @@ MAX_PARALLEL_ENV = "AGENTIC_LOOP_MAX_PARALLEL"
 STEP_TIMEOUT_ENV = "AGENTIC_LOOP_STEP_TIMEOUT"
 MAX_SECONDS_ENV = "AGENTIC_LOOP_MAX_SECONDS"
 MAX_TOKENS_ENV = "AGENTIC_LOOP_MAX_TOKENS"
-MOST_PARALLEL = 64
-MOST_SECONDS = 7 * 24 * 3600.0
-"""A week: the most `--step-timeout` and `--max-seconds` take."""
-MOST_TOKENS = 10**9
 
 ModelOption = Annotated[
     str | None,
@@ -87,7 +93,12 @@ JsonOption = Annotated[
 ]
 ShowJsonOption = Annotated[bool, typer.Option("--json", help="Print it as JSON.")]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds to wait for each model reply.")
+    str | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        help=f"Seconds to wait for each model reply, up to a week. Default: {DEFAULT_TIMEOUT_S:g}.",
+    ),
 ]
 
 
@@ -114,23 +125,34 @@ _Number = TypeVar("_Number", int, float)
 
 
 def _limit(
-    flag: str, env: str, raw: str | None, kind: type[_Number], most: _Number
+    flag: str,
+    raw: str | None,
+    kind: type[_Number],
+    most: _Number,
+    *,
+    least: int = 1,
+    env: str | None = None,
 ) -> _Number | None:
-    """The value of `flag`, else of the environment variable `env`, else None: above 0 and
-    at most `most`, a whole number if `kind` is int. Anything else is one line and exit 2,
-    naming where the value came from."""
+    """The value of `flag`, else of the environment variable `env`, else None: a whole
+    number from `least` to `most` if `kind` is int, else seconds above 0 and at most `most`.
+    Anything else is one line and exit 2, naming where the value came from."""
     source = flag
     if raw is None:
+        if env is None:
+            return None
         raw, source = os.environ.get(env, "").strip(), env
         if not raw:
             return None
     try:
         value = kind(raw)
-    except ValueError:
+    except ValueError:  # not a number, or an int of more than 4300 digits
         value = None
-    if value is None or not 0 < value <= most:  # nan fails every comparison
-        if kind is int:
-            _fail(f"{source} must be a whole number from 1 to {most}, got {one_line(raw, 40)!r}")
+    if kind is int:
+        if value is None or not least <= value <= most:
+            _fail(
+                f"{source} must be a whole number from {least} to {most}, got {one_line(raw, 40)!r}"
+            )
+    elif value is None or not 0 < value <= most:  # NaN fails every comparison
         _fail(
             f"{source} must be a number of seconds above 0 and up to {most:g}, "
             f"got {one_line(raw, 40)!r}"
@@ -138,21 +160,39 @@ def _limit(
     return value
 
 
+def _timeout(raw: str | None) -> float:
+    return _limit("--timeout", raw, float, MOST_SECONDS) or DEFAULT_TIMEOUT_S
+
+
+def _check_max_steps_env() -> None:
+    """A bad $AGENTIC_LOOP_MAX_STEPS is one line and exit 2 before the store opens (the
+    graph reads it too, for runs that do not set their own step limit)."""
+    try:
+        default_max_steps()
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="What to do, in plain words.")],
     model: ModelOption = None,
     max_steps: Annotated[
-        int,
-        typer.Option("--max-steps", help=f"Most steps to run; 0 means ${MAX_STEPS_ENV}, else 10."),
-    ] = 0,
+        str | None,
+        typer.Option(
+            "--max-steps",
+            metavar="N",
+            help=f"Most steps to run, 1 to {MOST_STEPS}. "
+            f"Default: ${MAX_STEPS_ENV}, else {DEFAULT_MAX_STEPS}.",
+        ),
+    ] = None,
     thread: Annotated[
         str | None,
         typer.Option("--thread", help="Thread id to store the run under (default: a new one)."),
     ] = None,
     db: DbOption = None,
     json_out: JsonOption = False,
-    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
+    timeout: TimeoutOption = None,
     review: Annotated[
         bool,
         typer.Option("--review", help="Ask to approve, edit or reject the plan before it runs."),
@@ -197,12 +237,14 @@ def run(
         ),
     ] = None,
     max_tool_calls: Annotated[
-        int,
+        str | None,
         typer.Option(
             "--max-tool-calls",
-            help="Most tool calls one step may make; past it the step fails and is adapted.",
+            metavar="N",
+            help=f"Most tool calls one step may make, 1 to {MOST_TOOL_CALLS}; past it the "
+            f"step fails and is adapted. Default: {DEFAULT_MAX_TOOL_CALLS}.",
         ),
-    ] = DEFAULT_MAX_TOOL_CALLS,
+    ] = None,
     replan: Annotated[
         Replan,
         typer.Option(
@@ -212,16 +254,23 @@ def run(
         ),
     ] = Replan.on_failure,
     max_replans: Annotated[
-        int, typer.Option("--max-replans", help="Most revisions of the plan in one run.")
-    ] = DEFAULT_MAX_REPLANS,
+        str | None,
+        typer.Option(
+            "--max-replans",
+            metavar="N",
+            help=f"Most revisions of the plan in one run, 0 to {MOST_REPLANS}. "
+            f"Default: {DEFAULT_MAX_REPLANS}.",
+        ),
+    ] = None,
     max_reply_tokens: Annotated[
-        int,
+        str | None,
         typer.Option(
             "--max-reply-tokens",
-            help="Cap on each Ollama reply's length (num_predict); a reply that reaches it "
-            "is marked as cut short.",
+            metavar="N",
+            help=f"Cap on each Ollama reply's length (num_predict), 1 to {MOST_REPLY_TOKENS}; "
+            f"a reply that reaches it is marked as cut short. Default: {DEFAULT_REPLY_TOKENS}.",
         ),
-    ] = DEFAULT_REPLY_TOKENS,
+    ] = None,
     max_parallel: Annotated[
         str | None,
         typer.Option(
@@ -265,19 +314,16 @@ def run(
 
     if not task.strip():
         _fail('the task is empty; say what to do, e.g. agentic-loop run "Plan a weekend trip"')
-    if max_steps < 0:
-        _fail(f"--max-steps must be 0 (the default) or more, got {max_steps}")
-    for flag, value, least in [
-        ("--max-tool-calls", max_tool_calls, 1),
-        ("--max-replans", max_replans, 0),
-        ("--max-reply-tokens", max_reply_tokens, 1),
-    ]:
-        if value < least:
-            _fail(f"{flag} must be at least {least}, got {value}")
-    parallel = _limit("--max-parallel", MAX_PARALLEL_ENV, max_parallel, int, MOST_PARALLEL)
-    per_step = _limit("--step-timeout", STEP_TIMEOUT_ENV, step_timeout, float, MOST_SECONDS)
-    seconds = _limit("--max-seconds", MAX_SECONDS_ENV, max_seconds, float, MOST_SECONDS)
-    tokens = _limit("--max-tokens", MAX_TOKENS_ENV, max_tokens, int, MOST_TOKENS)
+    _check_max_steps_env()
+    steps = _limit("--max-steps", max_steps, int, MOST_STEPS) or 0  # 0: the default
+    seconds_per_reply = _timeout(timeout)
+    tool_calls = _limit("--max-tool-calls", max_tool_calls, int, MOST_TOOL_CALLS)
+    replans = _limit("--max-replans", max_replans, int, MOST_REPLANS, least=0)
+    reply_tokens = _limit("--max-reply-tokens", max_reply_tokens, int, MOST_REPLY_TOKENS)
+    parallel = _limit("--max-parallel", max_parallel, int, MOST_PARALLEL, env=MAX_PARALLEL_ENV)
+    per_step = _limit("--step-timeout", step_timeout, float, MOST_SECONDS, env=STEP_TIMEOUT_ENV)
+    seconds = _limit("--max-seconds", max_seconds, float, MOST_SECONDS, env=MAX_SECONDS_ENV)
+    tokens = _limit("--max-tokens", max_tokens, int, MOST_TOKENS, env=MAX_TOKENS_ENV)
     try:
         tool_options = ToolOptions.from_cli(tools or (), mcp, workspace)
     except ToolSetupError as exc:
@@ -285,14 +331,14 @@ def run(
     if (approve_tools or approve_tool) and not tool_options:
         _fail("--approve-tools and --approve-tool need tools: add --tools, --mcp or --workspace")
     thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
-    graph_input = {"task": task, "max_steps": max_steps, "review_plan": review}
+    graph_input = {"task": task, "max_steps": steps, "review_plan": review}
     options = RunOptions(
         tools=tool_options,
         approve_tools=tuple(approve_tool or ()),
-        max_tool_calls=max_tool_calls,
+        max_tool_calls=DEFAULT_MAX_TOOL_CALLS if tool_calls is None else tool_calls,
         replan=replan.value,
-        max_replans=max_replans,
-        reply_tokens=max_reply_tokens,
+        max_replans=DEFAULT_MAX_REPLANS if replans is None else replans,
+        reply_tokens=DEFAULT_REPLY_TOKENS if reply_tokens is None else reply_tokens,
         max_parallel=DEFAULT_MAX_PARALLEL if parallel is None else parallel,
         step_timeout=per_step,
         max_seconds=seconds,
@@ -304,7 +350,7 @@ def run(
         model,
         db,
         json_out,
-        timeout,
+        seconds_per_reply,
         options=options,
         approve_all=approve_tools,
     )
@@ -318,18 +364,22 @@ def resume(
     model: ModelOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
-    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
+    timeout: TimeoutOption = None,
     from_step: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--from-step",
+            metavar="K",
             help="Run again from step K, keeping steps before it, as a new branch of the "
             "run's history (the old branch stays; see `show --history`).",
         ),
     ] = None,
 ) -> None:
     """Carry on a stopped run from its last finished step, or run it again from a step."""
-    _drive(thread_id, None, model, db, json_out, timeout, from_step=from_step)
+    seconds_per_reply = _timeout(timeout)
+    step = _limit("--from-step", from_step, int, MOST_STEPS)
+    _check_max_steps_env()
+    _drive(thread_id, None, model, db, json_out, seconds_per_reply, from_step=step)
 
 
 @app.command()
@@ -344,10 +394,12 @@ def runs(db: DbOption = None) -> None:
         _console().print(f"No stored runs in {_db_path(db)}.")
         return
     table = Table("thread", "task", "status", "steps", "tokens", "updated")
+    for column in table.columns:  # in a narrow terminal only the task wraps
+        column.no_wrap = column.header != "task"
     for item in stored:
         table.add_row(
-            item.thread_id,
-            one_line(item.task, 60),
+            escape(visible(item.thread_id, lines=False)),
+            escape(one_line(item.task, 60)),
             item.status,
             f"{sum(step.status != 'skipped' for step in item.steps)}/{len(item.plan)}",
             _count(item.result.tokens_in + item.result.tokens_out) if item.result else "",
@@ -422,10 +474,12 @@ def graph(
         picture = _draw_run(thread, db, format) if thread else _draw_graph(format)
     except DrawingError as exc:
         _fail(str(exc))
+    if isinstance(picture, str):  # it may hold a run's task and steps
+        picture = visible(picture.rstrip("\n"))
     if output is None:
-        typer.echo(picture.decode() if isinstance(picture, bytes) else picture.rstrip("\n"))
+        typer.echo(visible(picture.decode()) if isinstance(picture, bytes) else picture)
         return
-    data = picture if isinstance(picture, bytes) else picture.rstrip("\n").encode() + b"\n"
+    data = picture if isinstance(picture, bytes) else picture.encode() + b"\n"
     try:
         output.write_bytes(data)
     except OSError as exc:
@@ -465,9 +519,8 @@ def _draw_graph(format: GraphFormat) -> str | bytes:
     """The graph's shape in `format`; the ASCII drawing lists self-loops below it."""
 
     from agentic_loop.drawing import graph_picture, render
-    from agentic_loop.graph import create_agentic_loop
 
-    compiled = create_agentic_loop(_stand_in_model())
+    compiled = _shape()
     drawing = compiled.get_graph()
     if format is GraphFormat.mermaid:
         return drawing.draw_mermaid()
@@ -609,7 +662,7 @@ async def _stream(
 
     config: Any = {"configurable": {"thread_id": thread_id}}
     if from_step is not None or from_planning:  # checked before the model loads
-        shape = create_agentic_loop(_stand_in_model(), checkpointer=saver)
+        shape = _shape(saver)
         if from_step is not None:
             point = await fork_from_step(shape, thread_id, from_step)
         else:
@@ -636,7 +689,8 @@ async def _stream(
     if spec.startswith("ollama:"):  # a run that cannot start is not stored as failed
         check_ollama(spec.partition(":")[2])
     display.console.print(
-        f"[dim]model {escape(spec)} · thread {escape(thread_id)}[/]", highlight=False
+        f"[dim]model {escape(spec)} · thread {escape(visible(thread_id, lines=False))}[/]",
+        highlight=False,
     )
     if step_tools:
         names = ", ".join(t.name for t in step_tools)
@@ -660,11 +714,15 @@ async def _stream(
     )
 
 
-def _stand_in_model() -> Any:
-    """A runnable in the model's place, for graphs that are drawn or read but never run."""
+def _shape(checkpointer: Any = None) -> Any:
+    """The graph over a stand-in model, for graphs that are drawn or read but never run.
+    Its step limit is set, so that $AGENTIC_LOOP_MAX_STEPS plays no part."""
     from langchain_core.runnables import RunnableLambda
 
-    return RunnableLambda(lambda messages: messages)
+    from agentic_loop.graph import create_agentic_loop
+
+    stand_in = RunnableLambda(lambda messages: messages)
+    return create_agentic_loop(stand_in, checkpointer=checkpointer, max_steps=DEFAULT_MAX_STEPS)
 
 
 def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
@@ -738,7 +796,6 @@ def _ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
 
 
 def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
-    from agentic_loop.graph import create_agentic_loop
     from agentic_loop.history import run_history
     from agentic_loop.storage import load_run
 
@@ -746,8 +803,7 @@ def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
         stored = await load_run(saver, thread_id)
         if stored is None:
             return None, []
-        shape = create_agentic_loop(_stand_in_model(), checkpointer=saver)
-        return stored, await run_history(shape, thread_id)
+        return stored, await run_history(_shape(saver), thread_id)
 
     stored, checkpoints = _with_store(db, read)
     if stored is None:
@@ -775,7 +831,10 @@ def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
             point.created_at[:19].replace("T", " "),
         )
     console = _console()
-    console.print(f"[bold]{escape(stored.task)}[/] · thread {stored.thread_id}", highlight=False)
+    console.print(
+        f"[bold]{escape(stored.task)}[/] · thread {escape(visible(stored.thread_id, lines=False))}",
+        highlight=False,
+    )
     console.print(table)
     console.print(
         "● marks the current branch. Run again from step K with: "
@@ -787,7 +846,7 @@ def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
 def _report(result: AgenticResult, json_out: bool) -> None:
     style = {"completed": "green", "partial": "yellow", "failed": "red"}[result.status]
     if json_out:
-        typer.echo(result.model_dump_json(indent=2))
+        typer.echo(_json_text(result.model_dump_json(indent=2)))
     # With --json the summary and the answer go to stderr, beside the progress.
     console = _console(stderr=json_out)
     console.print(f"[bold {style}]{result.status}[/] {escape(result.summary)}", highlight=False)
@@ -806,7 +865,8 @@ def _print_run(console: Console, stored: StoredRun) -> None:
 
     console.print(f"[bold]{escape(stored.task)}[/]", highlight=False)
     console.print(
-        f"thread {stored.thread_id} · {stored.status} · updated {stored.updated_at[:19]}",
+        f"thread {escape(visible(stored.thread_id, lines=False))} · {stored.status} · "
+        f"updated {stored.updated_at[:19]}",
         highlight=False,
     )
     if stored.result:
@@ -827,7 +887,10 @@ def _print_run(console: Console, stored: StoredRun) -> None:
         step = done.get(number)
         if step is None:
             waiting = "not run" if stored.result else "pending"  # a finished run ran no more
-            console.print(f"\n[dim]{number}. {escape(description)} — {waiting}[/]", highlight=False)
+            console.print(
+                f"\n[dim]{number}. {escape(visible(description, lines=False))} — {waiting}[/]",
+                highlight=False,
+            )
             continue
         cut = " [yellow](cut short at its length cap)[/]" if step.cut_short else ""
         facts: list[str] = [step.status]
@@ -836,7 +899,8 @@ def _print_run(console: Console, stored: StoredRun) -> None:
         if step.tokens_in or step.tokens_out:
             facts.append(_tokens(step.tokens_in, step.tokens_out))
         console.print(
-            f"\n[bold]{number}. {escape(description)}[/] — {', '.join(facts)}{cut}",
+            f"\n[bold]{number}. {escape(visible(description, lines=False))}[/] — "
+            f"{', '.join(facts)}{cut}",
             highlight=False,
         )
         if step.status == "adapted" and step.failure:
@@ -903,7 +967,8 @@ class TerminalProgress:
                 self.show_plan(data["steps"], heading=False)
         elif event == events.STEP_STARTED:
             print_line(
-                f"[cyan]→[/] step {data['step']}/{data['total']}: {escape(data['description'])}",
+                f"[cyan]→[/] step {data['step']}/{data['total']}: "
+                f"{escape(visible(data['description'], lines=False))}",
                 highlight=False,
             )
             self._start_bar(data["total"], completed=data["step"] - 1)
@@ -962,7 +1027,7 @@ class TerminalProgress:
             count = f"{len(steps)} step{'s' if len(steps) != 1 else ''}"
             print_line(f"[bold]Plan[/] ({count})", highlight=False)
         for number, step in enumerate(steps, 1):
-            print_line(f"  {number}. {step}", highlight=False, markup=False)
+            print_line(f"  {number}. {visible(step, lines=False)}", highlight=False, markup=False)
         self.plan_shown = steps
 
     def _start_bar(self, total: int, completed: int = 0) -> None:
@@ -994,10 +1059,42 @@ def _ask(console: Console, question: str) -> str:
     return answer
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters but newline and tab (C0, DEL and C1): a terminal acts on them
+rather than showing them."""
+_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str, *, lines: bool = True) -> str:
+    """`text` with its control characters written out (`\\x1b`, `\\x07`), so that text from
+    a model or a user is shown as text: no escape sequence in it sets the terminal's title,
+    colours its output or moves its cursor. Newlines and tabs stay if `lines` (`\\r\\n`
+    is a newline); without, they are written out too, for text that must stay on one line.
+    """
+    text = text.replace("\r\n", "\n")
+    control = _CONTROL if lines else _CONTROL_OR_BREAK
+    return control.sub(lambda char: f"\\x{ord(char[0]):02x}", text)
+
+
+class _VisibleConsole(Console):
+    """A console that shows the control characters of what it prints (see `visible`):
+    every string it prints, as a line, a table cell or a prompt, goes through `render_str`.
+    """
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(visible(text), **options)
+
+
 def _console(stderr: bool = False) -> Console:
     # soft_wrap: a message stays one line however narrow the terminal (or pipe) is.
-    return Console(stderr=stderr, soft_wrap=True)
+    return _VisibleConsole(stderr=stderr, soft_wrap=True)
 
 
 def _to_json(payload: Any) -> str:
-    return json.dumps(payload, indent=2, ensure_ascii=False)
+    return _json_text(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def _json_text(text: str) -> str:
+    """JSON with DEL and C1 control characters written as `\\u` escapes too: `json.dumps`
+    and pydantic escape only those below 0x20, and some terminals act on C1 ones."""
+    return _CONTROL.sub(lambda char: f"\\u{ord(char[0]):04x}", text)

@@ -23,7 +23,13 @@ from agentic_loop.events import (
 )
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.models import load_model, model_spec_from_env
-from agentic_loop.settings import DEFAULT_MAX_PARALLEL, DEFAULT_MAX_REPLANS, DEFAULT_MAX_TOOL_CALLS
+from agentic_loop.settings import (
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_MAX_REPLANS,
+    DEFAULT_MAX_TOOL_CALLS,
+    MOST_STEPS,
+    check_whole,
+)
 from agentic_loop.state import AgenticResult, ReplanMode
 
 ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
@@ -97,8 +103,8 @@ async def run_agentic_loop(
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
-    if max_steps < 0:
-        raise ValueError(f"max_steps must be 0 (the default) or more, got {max_steps}")
+    if max_steps != 0:  # 0: the default
+        check_whole("max_steps", max_steps, 1, MOST_STEPS)
     if approve_tools and approve is None:
         raise ValueError("approve_tools needs an `approve` handler to answer the approvals")
     if (review is not None or approve_tools) and checkpointer is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,15 +24,53 @@ DEFAULT_REPLY_CHARS = 1024 * CHARS_PER_TOKEN
 """Past this many characters a streamed reply is cut, whatever the server's own cap."""
 MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
 
+# The bounds of the numbers a run takes, checked where they come in: `Settings`, and the
+# command line's flags and environment variables.
+MOST_STEPS = 1000
+MOST_TOOL_CALLS = 1000
+MOST_REPLANS = 1000
+MOST_PARALLEL = 64
+MOST_SECONDS = 7 * 24 * 3600.0
+"""A week: the most any time limit (a reply's, a step's, a run's) takes."""
+MOST_TOKENS = 10**9
+MOST_REPLY_TOKENS = 10**6
+MOST_REPLY_CHARS = MOST_REPLY_TOKENS * CHARS_PER_TOKEN
+
 
 def default_max_steps() -> int:
-    """`AGENTIC_LOOP_MAX_STEPS` if set, else 10."""
+    """`AGENTIC_LOOP_MAX_STEPS` if set (a whole number from 1 to `MOST_STEPS`), else 10."""
     raw = os.environ.get(MAX_STEPS_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_STEPS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{MAX_STEPS_ENV} must be a positive whole number, got {raw!r}")
-    return int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MOST_STEPS:
+        raise ValueError(
+            f"{MAX_STEPS_ENV} must be a whole number from 1 to {MOST_STEPS}, got {raw!r}"
+        )
+    return value
+
+
+def check_whole(name: str, value: object, least: int, most: int) -> None:
+    """ValueError unless `value` is an int (not a bool) from `least` to `most`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise ValueError(f"{name} must be a whole number from {least} to {most}, got {value!r}")
+
+
+def check_seconds(name: str, value: object) -> None:
+    """ValueError unless `value` is a number of seconds above 0 and at most `MOST_SECONDS`
+    (so not NaN or infinite)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MOST_SECONDS
+    ):
+        raise ValueError(
+            f"{name} must be a number of seconds above 0 and up to {MOST_SECONDS:g}, "
+            f"or None, got {value!r}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,27 +126,25 @@ class Settings:
                 f"model must be a LangChain chat model, got {type(self.model).__name__} "
                 f"{self.model!r}; build one with agentic_loop.load_model('ollama:NAME')"
             )
-        for name in ("max_steps", "result_chars"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.recent_results < 0:
-            raise ValueError(f"recent_results must be 0 or more, got {self.recent_results}")
-        if self.max_tool_calls < 1:
-            raise ValueError(f"max_tool_calls must be at least 1, got {self.max_tool_calls}")
+        for name, least, most in [
+            ("max_steps", 1, MOST_STEPS),
+            ("recent_results", 0, MOST_STEPS),
+            ("result_chars", 1, MOST_REPLY_CHARS),
+            ("max_tool_calls", 1, MOST_TOOL_CALLS),
+            ("max_replans", 0, MOST_REPLANS),
+            ("max_reply_chars", 1, MOST_REPLY_CHARS),
+            ("max_parallel", 1, MOST_PARALLEL),
+        ]:
+            check_whole(name, getattr(self, name), least, most)
         if self.replan not in ("on_failure", "after_each_step", "never"):
             raise ValueError(
                 f"replan must be 'on_failure', 'after_each_step' or 'never', got {self.replan!r}"
             )
-        if self.max_replans < 0:
-            raise ValueError(f"max_replans must be 0 or more, got {self.max_replans}")
-        if self.max_reply_chars < 1:
-            raise ValueError(f"max_reply_chars must be at least 1, got {self.max_reply_chars}")
-        if self.max_parallel < 1:
-            raise ValueError(f"max_parallel must be at least 1, got {self.max_parallel}")
-        for name in ("step_timeout", "max_seconds", "max_tokens"):
-            value = getattr(self, name)
-            if value is not None and not (0 < value < math.inf):
-                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+        for name in ("step_timeout", "max_seconds"):
+            if getattr(self, name) is not None:
+                check_seconds(name, getattr(self, name))
+        if self.max_tokens is not None:
+            check_whole("max_tokens", self.max_tokens, 1, MOST_TOKENS)
         object.__setattr__(self, "step_model", self._bind_tools())
 
     def _bind_tools(self) -> Runnable:

@@ -44,9 +44,9 @@ def test_help_does_not_import_langgraph() -> None:
     ("args", "message"),
     [
         (("run", "   "), "the task is empty"),
-        (("run", "T", "--max-steps", "-1"), "--max-steps must be 0 (the default) or more, got -1"),
+        (("run", "T", "--max-steps", "-1"), "--max-steps must be a whole number from 1 to 1000"),
         (("run", "T", "--model", "gpt4"), "unknown model 'gpt4': use auto, local or ollama:NAME"),
-        (("run", "T", "--model", "ollama:x", "--timeout", "0"), "timeout must be positive"),
+        (("run", "T", "--model", "ollama:x", "--timeout", "0"), "--timeout must be a number of"),
         (("run", "T", "--model", "local", "--timeout", "5"), "--timeout applies to Ollama models"),
     ],
 )
@@ -61,7 +61,7 @@ def test_bad_max_steps_in_the_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AGENTIC_LOOP_MAX_STEPS", "lots")
     done = invoke("run", "T", "--model", "ollama:x", "--db", str(tmp_path / "runs.sqlite"))
     assert done.exit_code == 2
-    assert "AGENTIC_LOOP_MAX_STEPS must be a positive whole number, got 'lots'" in done.output
+    assert "AGENTIC_LOOP_MAX_STEPS must be a whole number from 1 to 1000, got 'lots'" in done.output
 
 
 def test_db_that_is_not_sqlite_is_refused_and_kept(tmp_path: Path) -> None:

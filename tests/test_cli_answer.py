@@ -89,8 +89,8 @@ def test_replan_after_each_step_is_kept_with_the_run(tmp_path: Path) -> None:
 def test_bad_replan_options_are_one_line(tmp_path: Path) -> None:
     for args, message in [
         (["--replan", "sometimes"], "Invalid value for '--replan'"),
-        (["--max-replans", "-1"], "--max-replans must be at least 0, got -1"),
-        (["--max-reply-tokens", "0"], "--max-reply-tokens must be at least 1, got 0"),
+        (["--max-replans", "-1"], "--max-replans must be a whole number from 0 to 1000, got '-1'"),
+        (["--max-reply-tokens", "0"], "--max-reply-tokens must be a whole number from 1 to"),
     ]:
         done = cli("run", "T", *args, "--db", str(tmp_path / "r.sqlite"), host="127.0.0.1:9")
         assert done.returncode == 2, args

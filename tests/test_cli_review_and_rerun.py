@@ -114,7 +114,7 @@ def test_resume_of_a_finished_run_points_to_from_step(agentic_loop) -> None:
 
 @pytest.mark.parametrize(
     ("step", "message"),
-    [("0", "the step must be between 1 and 3, got 0"), ("9", "between 1 and 3, got 9")],
+    [("0", "--from-step must be a whole number from 1 to 1000, got '0'"), ("9", "between 1 and 3")],
 )
 def test_rerun_from_a_step_out_of_range_is_refused(agentic_loop, server, step, message) -> None:
     assert agentic_loop("run", "Plan a trip", "--thread", "t").exit_code == 0

@@ -147,7 +147,7 @@ def test_summary_text(steps, total, planned, expected) -> None:
 
 
 def test_build_graph_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError, match="max_steps must be at least 1, got -1"):
+    with pytest.raises(ValueError, match="max_steps must be a whole number from 1 to 1000, got -1"):
         build_graph(ScriptedChatModel(script=[]), max_steps=-1)
     with pytest.raises(ValueError, match="model must be a LangChain chat model, got str"):
         build_graph("llama3.2")  # type: ignore[arg-type]
@@ -156,7 +156,7 @@ def test_build_graph_rejects_bad_settings() -> None:
 def test_max_steps_comes_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("AGENTIC_LOOP_MAX_STEPS", "abc")
     with pytest.raises(
-        ValueError, match="AGENTIC_LOOP_MAX_STEPS must be a positive whole number, got 'abc'"
+        ValueError, match="AGENTIC_LOOP_MAX_STEPS must be a whole number from 1 to 1000, got 'abc'"
     ):
         build_graph(ScriptedChatModel(script=[]))
 
