@@ -489,6 +489,11 @@ def graph(
 
 
 def main() -> None:
+    import logging
+
+    # A run whose checkpoint cannot be read is reported in one line (storage.UnreadableRun);
+    # LangGraph's serializer would first log a warning of its own about the stored type.
+    logging.getLogger("langgraph.checkpoint.serde").setLevel(logging.ERROR)
     app()
 
 
