@@ -35,13 +35,15 @@ class TypedPlan(BaseModel):
 
 def plan_schema(max_steps: int) -> dict[str, Any]:
     """The JSON schema of a typed plan of 1 to `max_steps` steps, closed to other keys,
-    for Ollama's `format` or llama.cpp's grammar."""
+    for Ollama's `format` or llama.cpp's grammar. Ids are 1 to `max_steps` (an `enum`:
+    llama.cpp's grammar ignores `minimum` and `maximum`)."""
+    ids = {"type": "integer", "enum": list(range(1, max_steps + 1))}
     step = {
         "type": "object",
         "properties": {
-            "id": {"type": "integer"},
+            "id": ids,
             "description": {"type": "string", "maxLength": DESCRIPTION_CHARS},
-            "depends_on": {"type": "array", "items": {"type": "integer"}},
+            "depends_on": {"type": "array", "items": ids, "maxItems": max(max_steps - 1, 0)},
         },
         "required": ["id", "description", "depends_on"],
         "additionalProperties": False,
@@ -96,9 +98,10 @@ def checked_dependencies(
     ids: Sequence[int], stated: Sequence[Sequence[int]], cut: Sequence[int] = ()
 ) -> tuple[list[list[int]], list[str]]:
     """The dependencies of each step by its position in the plan (from 1), and a note for
-    each one dropped: on an unknown id, on a step cut by max_steps (its id in `cut`), on
-    itself, or to break a cycle (the step latest in the plan that closes one stops
-    waiting). When none is left, the plan runs in order (see `Plan.dependencies`)."""
+    each one dropped: on an unknown id, on a step cut by max_steps (its id in `cut`), or
+    on itself. Dependencies that go round in a cycle are broken by dropping every one on a
+    later step of the plan, so each step waits only on earlier ones. When none is left,
+    the plan runs in order (see `Plan.dependencies`)."""
     position: dict[int, int] = {}
     for index, step_id in enumerate(ids, 1):
         position.setdefault(step_id, index)
@@ -116,35 +119,23 @@ def checked_dependencies(
             elif target not in kept:
                 kept.append(target)
         deps.append(sorted(kept))
-    notes += _break_cycles(deps)
+    if _has_cycle(deps):
+        for index, wanted in enumerate(deps, 1):
+            if later := [str(d) for d in wanted if d > index]:
+                which = f"step {later[0]}" if len(later) == 1 else f"steps {', '.join(later)}"
+                notes.append(f"step {index} waited on later {which} in a cycle; dropped")
+            deps[index - 1] = [d for d in wanted if d < index]
     return deps, notes
 
 
-def _break_cycles(deps: list[list[int]]) -> list[str]:
-    """Drop, in place, one dependency of each cycle (that of its step latest in the plan
-    on the next step of the cycle); a note for each."""
-    notes = []
+def _has_cycle(deps: list[list[int]]) -> bool:
     placed: set[int] = set()
     while len(placed) < len(deps):
-        ready = [
-            n for n in range(1, len(deps) + 1) if n not in placed and set(deps[n - 1]) <= placed
-        ]
-        if ready:
-            placed.update(ready)
-            continue
-        # Every step left waits on another one left: walk the waits until one repeats.
-        walk = [min(n for n in range(1, len(deps) + 1) if n not in placed)]
-        while True:
-            following = min(d for d in deps[walk[-1] - 1] if d not in placed)
-            if following in walk:
-                cycle = walk[walk.index(following) :]
-                break
-            walk.append(following)
-        last = max(cycle)
-        after = cycle[(cycle.index(last) + 1) % len(cycle)]
-        deps[last - 1] = [d for d in deps[last - 1] if d != after]
-        notes.append(f"step {last} waited on step {after} in a cycle; it no longer does")
-    return notes
+        ready = {n for n in range(1, len(deps) + 1) if set(deps[n - 1]) <= placed} - placed
+        if not ready:
+            return True
+        placed |= ready
+    return False
 
 
 def ready_steps(deps: Sequence[Sequence[int]], finished: set[int], running: set[int]) -> list[int]:

@@ -31,9 +31,9 @@ def plan_messages(task: str, max_steps: int, *, typed: bool = False) -> list[Bas
     `dependencies.TypedPlan` (the model is held to its schema)."""
     if typed:
         ask = (
-            f"Break this task into numbered steps (at most {max_steps}). Give each step an "
-            "id (1, 2, 3, ...), a description, and depends_on: the ids of the earlier steps "
-            "whose results it needs (none if it can start at once)."
+            f"Break this task into numbered steps (at most {max_steps}), each one short "
+            "action. For each step give its id (1, 2, 3, ...), its description, and "
+            "depends_on: the ids of the earlier steps whose results it needs."
         )
     else:
         ask = (

@@ -51,8 +51,20 @@ STEP = re.compile(r"^Step (\d+)/\d+: ", re.MULTILINE)
             ["step 2 depended on step 3, which was cut by max_steps"],
         ),
         ([1, 2], [[1], []], [], [[], []], ["step 1 depended on itself"]),
-        ([1, 2, 3], [[], [3], [2]], [], [[], [3], []], ["step 3 waited on step 2 in a cycle"]),
-        ([1, 2, 3], [[3], [1], [2]], [], [[3], [1], []], ["step 3 waited on step 2 in a cycle"]),
+        ([1, 2, 3], [[], [3], [2]], [], [[], [], [2]], ["step 2 waited on later step 3 in a"]),
+        ([1, 2, 3], [[3], [1], [2]], [], [[], [1], [2]], ["step 1 waited on later step 3 in a"]),
+        ([1, 2, 3], [[2, 3], [3], []], [], [[2, 3], [3], []], []),  # no cycle: kept as stated
+        (
+            [1, 2, 3],
+            [[1, 2, 3]] * 3,
+            [],
+            [[], [1], [1, 2]],
+            [
+                *(f"step {n} depended on itself" for n in (1, 2, 3)),
+                "step 1 waited on later steps 2, 3",
+                "step 2 waited on later step 3",
+            ],
+        ),
         ([10, 20], [[], [10]], [], [[], [1]], []),  # ids are the model's, numbers positions
     ],
 )
@@ -245,7 +257,7 @@ async def test_a_plan_with_a_cycle_runs_with_a_note() -> None:
     assert result.status == "completed"
     graph_plan = result.plan_versions[0]
     assert graph_plan.steps == ["A", "B"]
-    assert result.depends_on == [[2], []]
+    assert result.depends_on == [[], [1]]  # "A (after 2)" went round: it no longer waits
 
 
 async def test_a_step_over_its_timeout_is_cancelled_and_adapted() -> None:
