@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
@@ -429,6 +429,13 @@ class LocalChatModel(BaseChatModel):
             len(llama.tokenize(m.text.encode(), add_bos=False)) + _TEMPLATE_TOKENS for m in messages
         )
 
+    def _usage(self, messages: Sequence[BaseMessage], reply: Sequence[str]) -> UsageMetadata:
+        """The call's prompt and reply tokens, counted with the model's own tokenizer."""
+        llama = _load(self.model_path, self.context_window)
+        prompt = self.get_num_tokens_from_messages(list(messages))
+        said = len(llama.tokenize("".join(reply).encode(), add_bos=False))
+        return {"input_tokens": prompt, "output_tokens": said, "total_tokens": prompt + said}
+
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
         # At 135M parameters the model does not follow a tool-calling format reliably.
         raise NotImplementedError("the embedded model (SmolLM2-135M) cannot call tools")
@@ -503,6 +510,7 @@ class LocalChatModel(BaseChatModel):
         message = AIMessage(
             "".join(chunk.text for chunk in chunks),
             response_metadata=chunks[-1].message.response_metadata,
+            usage_metadata=cast(AIMessageChunk, chunks[-1].message).usage_metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -514,8 +522,10 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         with _call_lock:
+            said: list[str] = []
             for piece, ended in self._chunks(messages, stop, kwargs.get("format")):
-                chunk = _chunk(piece, ended)
+                said.append(piece)
+                chunk = _chunk(piece, ended, self._usage(messages, said) if ended else None)
                 if run_manager:
                     run_manager.on_llm_new_token(piece, chunk=chunk)
                 yield chunk
@@ -531,6 +541,7 @@ class LocalChatModel(BaseChatModel):
         message = AIMessage(
             "".join(chunk.text for chunk in chunks),
             response_metadata=chunks[-1].message.response_metadata,
+            usage_metadata=cast(AIMessageChunk, chunks[-1].message).usage_metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -555,18 +566,23 @@ class LocalChatModel(BaseChatModel):
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         done = loop.run_in_executor(_worker, produce)
+        said: list[str] = []
         while (item := await queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             piece, ended = item
-            chunk = _chunk(piece, ended)
+            said.append(piece)
+            chunk = _chunk(piece, ended, self._usage(messages, said) if ended else None)
             if run_manager:
                 await run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
         await done
 
 
-def _chunk(piece: str, ended: str | None) -> ChatGenerationChunk:
-    """A piece of the reply; the last, empty, one says why the reply ended."""
+def _chunk(piece: str, ended: str | None, usage: UsageMetadata | None) -> ChatGenerationChunk:
+    """A piece of the reply; the last, empty, one says why the reply ended and how many
+    tokens the call used."""
     metadata = {"finish_reason": ended} if ended else {}
-    return ChatGenerationChunk(message=AIMessageChunk(content=piece, response_metadata=metadata))
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=piece, response_metadata=metadata, usage_metadata=usage)
+    )

@@ -377,3 +377,11 @@ async def test_held_out_runs_read_well(model: LocalChatModel, task: str) -> None
     for text in [*replies, result.answer]:
         assert degenerate_reason(text) is None, text
         assert strip_echo(text, said) == text, text
+
+
+def test_a_reply_reports_its_tokens(model: LocalChatModel) -> None:
+    """So a run's `max_tokens` budget counts the embedded model's calls too."""
+    message = model.invoke("Say hello.")
+    usage = message.usage_metadata
+    assert usage is not None and usage["input_tokens"] > 3 and usage["output_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
