@@ -305,6 +305,7 @@ class StoredRun:
     """`completed`, `partial` or `failed` once finished; `awaiting review` while its plan
     waits for a reviewer, `awaiting approval` while a tool call does; else `unfinished`."""
     steps: list[AgenticStep]
+    """The steps that ended (or were skipped), by number."""
     plan: list[str]
     updated_at: str
     model: str | None
@@ -355,7 +356,7 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         thread_id=thread_id,
         task=values.get("task", ""),
         status=status,
-        steps=list(values.get("steps", [])),
+        steps=sorted(values.get("steps", []), key=lambda step: step.step_num),
         plan=plan.steps if plan else [],
         updated_at=found.checkpoint["ts"],
         model=metadata.get("model"),
