@@ -2,6 +2,8 @@
 
 `BackgroundRuns(graph).tools()` gives `plan_and_execute`, which starts a run and returns
 its id at once, and `run_progress`, `run_result` and `cancel_run`, which take that id.
+The registry keeps each run's record in memory until it is forgotten; a forgotten run is
+read back from the graph's checkpointer, if it has one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, ValidationError
 
@@ -25,13 +28,17 @@ from agentic_loop.events import Broadcaster, ProgressRelay
 from agentic_loop.models import describe_error
 from agentic_loop.runner import stream_run, with_thread
 from agentic_loop.state import AgenticResult
+from agentic_loop.storage import StoredRun, load_run
 
 logger = logging.getLogger(__name__)
 
 STOP_WAIT_S = 1.0
 """How long the `cancel_run` tool waits for a cancelled run to stop before it answers."""
 
-RunState = Literal["running", "completed", "partial", "failed", "cancelled", "error"]
+KNOWN_RUNS_SHOWN = 10
+"""How many run ids (the newest) the error for an unknown id lists."""
+
+RunState = Literal["running", "completed", "partial", "failed", "cancelled", "error", "unfinished"]
 
 
 class UnknownRun(LookupError):
@@ -49,7 +56,9 @@ class RunRecord(BaseModel):
     task: str
     state: RunState = Field(
         default="running",
-        description="`running`; the loop's status once done; `cancelled`; `error` if it raised.",
+        description="`running`; the loop's status once done; `cancelled`; `error` if it raised; "
+        "`unfinished` if read back from the store without a result (it was cancelled or "
+        "raised before it finished).",
     )
     task_id: str | None = Field(default=None, description="The loop's own id for the run.")
     steps_planned: int = 0
@@ -67,6 +76,32 @@ class RunRecord(BaseModel):
     )
     result: AgenticResult | None = None
     error: str | None = Field(default=None, description="One line: why the run raised.")
+
+    @classmethod
+    def from_stored(cls, stored: StoredRun) -> RunRecord:
+        """The record of a run read back from the store, as far as its latest checkpoint
+        tells: whether it was cancelled or raised, and why, was only kept in memory."""
+        if stored.steps:
+            last_outcome: str | None = stored.steps[-1].result[: events.PREVIEW_CHARS]
+        else:  # a run whose planning failed says why in its summary
+            last_outcome = stored.result.summary if stored.result else None
+        calls = [call for step in stored.steps for call in step.tool_calls]
+        return cls(
+            run_id=stored.thread_id,
+            task=stored.task,
+            state=stored.result.status if stored.result else "unfinished",
+            task_id=stored.result.task_id if stored.result else None,
+            steps_planned=len(stored.plan),
+            steps_finished=len(stored.steps),
+            last_outcome=last_outcome,
+            tool_calls=len(calls),
+            last_tool=(
+                f"{calls[-1].tool} → {calls[-1].status}: {events.one_line(calls[-1].result)}"
+                if calls
+                else None
+            ),
+            result=stored.result,
+        )
 
     def update(self, event: str, data: dict[str, Any]) -> None:
         """Take in one progress event (see `agentic_loop.events`)."""
@@ -140,12 +175,15 @@ class _RunArgs(BaseModel):
 class BackgroundRuns:
     """Runs of a compiled agentic loop as asyncio tasks on the running loop.
 
-    The registry keeps a strong reference to every run's task and record until
-    `forget`; a run that raises is logged and recorded as `error`, never lost. Each
-    run's id is its thread id, so with a checkpointer an interrupted run can be resumed
-    later (`run_agentic_loop(task, thread_id=run_id, checkpointer=...)`). `broadcaster`
-    gets every progress event of every run. `result_wait_s` is how long the
-    `run_result` tool waits for a run still going before it answers.
+    The registry keeps a strong reference to every run's task and record until it is
+    forgotten: by `forget`, or, with `keep_finished=N`, once N runs that ended after it
+    are kept (a run has ended when it finished, was cancelled or raised). A run that
+    raises is logged and recorded as `error`, never lost. Each run's id is its thread id,
+    so with a checkpointer an interrupted run can be resumed later, and a forgotten run
+    is read back from it by `aprogress`, `wait`, `resume` and the tools (what the store
+    holds: its steps and result, not why it was cancelled or raised). `broadcaster` gets
+    every progress event of every run. `result_wait_s` is how long the `run_result` tool
+    waits for a run still going before it answers.
     """
 
     def __init__(
@@ -154,14 +192,22 @@ class BackgroundRuns:
         *,
         broadcaster: Broadcaster | None = None,
         result_wait_s: float = 0.0,
+        keep_finished: int | None = None,
     ) -> None:
         if result_wait_s < 0:
             raise ValueError(f"result_wait_s must be 0 or more, got {result_wait_s}")
+        if keep_finished is not None and keep_finished < 0:
+            raise ValueError(
+                f"keep_finished must be None (keep every run) or 0 or more, got {keep_finished}"
+            )
         self.graph = graph
         self.broadcaster = broadcaster
         self.result_wait_s = result_wait_s
+        self.keep_finished = keep_finished
         self._records: dict[str, RunRecord] = {}
         self._tasks: dict[str, asyncio.Task[AgenticResult]] = {}
+        self._ended: dict[str, None] = {}
+        """The kept runs that have ended, in the order they ended: the oldest go first."""
 
     async def start(
         self, task: str, *, max_steps: int = 0, config: RunnableConfig | None = None
@@ -172,23 +218,37 @@ class BackgroundRuns:
             raise ValueError(f"task must be non-empty text, got {task!r}")
         if max_steps < 0:
             raise ValueError(f"max_steps must be 0 (the default) or more, got {max_steps}")
-        run_id = f"bg-{uuid.uuid4().hex[:8]}"
-        while run_id in self._records:
-            run_id = f"bg-{uuid.uuid4().hex[:8]}"
+        run_id = await self._new_id()
         record = RunRecord(run_id=run_id, task=task)
         self._launch(record, {"task": task, "max_steps": max_steps}, with_thread(config, run_id))
         return run_id
 
+    async def _new_id(self) -> str:
+        """An id no kept run has, nor a stored one (a forgotten run, or another process's):
+        a new run under a stored thread id would carry on that thread."""
+        while True:
+            run_id = f"bg-{uuid.uuid4().hex[:8]}"
+            if run_id not in self._records and await self._load(run_id) is None:
+                return run_id
+
     async def resume(self, run_id: str, *, config: RunnableConfig | None = None) -> None:
         """Carry on a run that was cancelled or raised, from its last stored step (the
-        graph needs a checkpointer). Its record shows it running again."""
-        record, job = self._entry(run_id)
-        if not job.done():
+        graph needs a checkpointer). Its record shows it running again; a forgotten run
+        (or one another process started) is read back from the store and kept again."""
+        kept = self._kept(run_id)
+        if kept is None:
+            record = RunRecord.from_stored(await self._stored(run_id))
+            if run_id in self._records:  # resumed by another caller while the store was read
+                return await self.resume(run_id, config=config)
+        elif not kept[1].done():
             raise ValueError(f"run {run_id} is still running")
+        else:
+            record = kept[0]
         if self.graph.checkpointer is None:
             raise ValueError("resuming needs a graph compiled with a checkpointer")
         if record.result is not None:
             raise ValueError(f"run {run_id} has already finished ({record.state})")
+        self._ended.pop(run_id, None)
         record.state, record.error = "running", None
         self._launch(record, None, with_thread(config, run_id))
 
@@ -203,7 +263,8 @@ class BackgroundRuns:
         job.add_done_callback(lambda done: self._settle(record, done))
 
     def _settle(self, record: RunRecord, job: asyncio.Task[AgenticResult]) -> None:
-        if record.state != "running" or not job.done():
+        # A task that ended before its run was resumed may call back after the resume.
+        if record.state != "running" or not job.done() or self._tasks.get(record.run_id) is not job:
             return
         record.running_steps.clear()
         if job.cancelled():
@@ -221,35 +282,89 @@ class BackgroundRuns:
         else:
             record.result = job.result()
             record.state = record.result.status
+        self._ended[record.run_id] = None
+        if self.keep_finished is not None:
+            while len(self._ended) > self.keep_finished:
+                self._drop(next(iter(self._ended)))
 
-    def _entry(self, run_id: str) -> tuple[RunRecord, asyncio.Task[AgenticResult]]:
+    def _drop(self, run_id: str) -> None:
+        self._records.pop(run_id, None)
+        self._tasks.pop(run_id, None)
+        self._ended.pop(run_id, None)
+
+    def _kept(self, run_id: str) -> tuple[RunRecord, asyncio.Task[AgenticResult]] | None:
+        """The run's record and task, settled if it has ended; None if it is not kept."""
         if run_id not in self._records:
-            known = ", ".join(self._records) or "none"
-            raise UnknownRun(
-                f"no background run {run_id!r}; known runs: {known} "
-                "(start() returns a run's id, runs() lists them)"
-            )
+            return None
         record, job = self._records[run_id], self._tasks[run_id]
         self._settle(record, job)
         return record, job
 
+    def _entry(self, run_id: str) -> tuple[RunRecord, asyncio.Task[AgenticResult]]:
+        if (kept := self._kept(run_id)) is None:
+            hint = "; `await aprogress(run_id)` reads a forgotten run from the store"
+            raise self._unknown(run_id, hint=hint if self._saver() else "")
+        return kept
+
+    def _saver(self) -> BaseCheckpointSaver | None:
+        saver = self.graph.checkpointer
+        return saver if isinstance(saver, BaseCheckpointSaver) else None
+
+    async def _load(self, run_id: str) -> StoredRun | None:
+        saver = self._saver()
+        return None if saver is None else await load_run(saver, run_id)
+
+    async def _stored(self, run_id: str) -> StoredRun:
+        """The run as the store holds it; `UnknownRun` if there is no store or no such run."""
+        if (stored := await self._load(run_id)) is None:
+            raise self._unknown(run_id, where=", kept or stored" if self._saver() else "")
+        return stored
+
+    def _unknown(self, run_id: str, *, where: str = "", hint: str = "") -> UnknownRun:
+        kept = list(self._records)
+        known = ", ".join(kept[-KNOWN_RUNS_SHOWN:]) or "none"
+        if len(kept) > KNOWN_RUNS_SHOWN:
+            known += f" and {len(kept) - KNOWN_RUNS_SHOWN} older ones"
+        return UnknownRun(
+            f"no background run {run_id!r}{where}; known runs: {known} "
+            f"(start() returns a run's id, runs() lists them{hint})"
+        )
+
     def progress(self, run_id: str) -> RunRecord:
-        """A snapshot of the run's record."""
+        """A snapshot of a kept run's record. `UnknownRun` for a forgotten run:
+        `aprogress` reads it from the store."""
         return self._entry(run_id)[0].model_copy()
 
+    async def aprogress(self, run_id: str) -> RunRecord:
+        """A snapshot of the run's record, kept or, once forgotten, read back from the
+        store (`RunRecord.from_stored`). `UnknownRun` if neither has it."""
+        if (kept := self._kept(run_id)) is not None:
+            return kept[0].model_copy()
+        return RunRecord.from_stored(await self._stored(run_id))
+
     def runs(self) -> list[RunRecord]:
-        """Snapshots of every kept run, oldest first."""
+        """Snapshots of every kept run, oldest first (forgotten runs are not listed)."""
         return [self.progress(run_id) for run_id in self._records]
 
     async def wait(self, run_id: str, timeout: float | None = None) -> AgenticResult:
         """The run's result once it ends. Raises `RunFailed` if it raised or was cancelled,
-        `TimeoutError` (the run goes on) if it is still running after `timeout` seconds."""
-        record, job = self._entry(run_id)
+        `TimeoutError` (the run goes on) if it is still running after `timeout` seconds.
+        A forgotten run's result is read from the store: `RunFailed` if it has none."""
+        if (kept := self._kept(run_id)) is None:
+            stored = await self._stored(run_id)
+            if stored.result is None:
+                raise RunFailed(
+                    f"run {run_id} has no result in the store ({stored.status}): it stopped "
+                    "before finishing; resume() carries it on"
+                )
+            return stored.result
+        record, job = kept
         if not job.done():
             await asyncio.wait({job}, timeout=timeout)  # unlike wait_for, never cancels it
             if not job.done():
                 raise TimeoutError(f"run {run_id} is still running ({record.position()})")
-        record, job = self._entry(run_id)
+        # The record, not a new look-up: with keep_finished the run may be forgotten by now.
+        self._settle(record, job)
         if record.state == "cancelled":
             raise RunFailed(f"run {run_id} was cancelled ({record.position()})")
         if record.state == "error":
@@ -258,16 +373,18 @@ class BackgroundRuns:
         return record.result
 
     def cancel(self, run_id: str) -> bool:
-        """Ask a running run to stop; False if it had already ended."""
+        """Ask a running run to stop; False if it had already ended. `UnknownRun` for a
+        run that is not kept (a forgotten run has ended)."""
         _, job = self._entry(run_id)
         return not job.done() and job.cancel()
 
     def forget(self, run_id: str) -> None:
-        """Drop an ended run's record and task."""
+        """Drop an ended run's record and task; a graph's checkpointer still has the run.
+        Refuses (`ValueError`) a run still going: `cancel` it first, or wait for it."""
         _, job = self._entry(run_id)
         if not job.done():
             raise ValueError(f"run {run_id} is still running; cancel it before forgetting it")
-        del self._records[run_id], self._tasks[run_id]
+        self._drop(run_id)
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to stop."""
@@ -288,19 +405,23 @@ class BackgroundRuns:
             )
 
         async def run_progress(run_id: str) -> str:
-            return _progress_text(self.progress(run_id))
+            return _progress_text(await self.aprogress(run_id))
 
         async def run_result(run_id: str) -> str:
-            _, job = self._entry(run_id)
-            if self.result_wait_s and not job.done():
-                await asyncio.wait({job}, timeout=self.result_wait_s)
-            return _result_text(self.progress(run_id))
+            kept = self._kept(run_id)
+            if kept is not None and self.result_wait_s and not kept[1].done():
+                await asyncio.wait({kept[1]}, timeout=self.result_wait_s)
+            return _result_text(await self.aprogress(run_id))
 
         async def cancel_run(run_id: str) -> str:
-            if not self.cancel(run_id):
-                return f"Run {run_id} had already ended ({self.progress(run_id).state})."
-            await asyncio.wait({self._tasks[run_id]}, timeout=STOP_WAIT_S)
-            return f"Run {run_id} is cancelled ({self.progress(run_id).position()})."
+            kept = self._kept(run_id)
+            if kept is None or not self.cancel(run_id):
+                record = kept[0] if kept else await self.aprogress(run_id)
+                return f"Run {run_id} had already ended ({record.state})."
+            record, job = kept
+            await asyncio.wait({job}, timeout=STOP_WAIT_S)
+            self._settle(record, job)
+            return f"Run {run_id} is cancelled ({record.position()})."
 
         specs: list[tuple[Callable[..., Awaitable[str]], type[BaseModel], str]] = [
             (

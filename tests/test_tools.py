@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import re
+import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -292,6 +293,220 @@ async def test_aclose_cancels_what_still_runs() -> None:
     assert runs.progress(run_id).state == "cancelled"
 
 
+# --- forgetting runs -------------------------------------------------------------------------
+
+
+def weather_model(*cities: str) -> ScriptedChatModel:
+    """One run per city, one after another: a 1-step plan whose step calls `lookup`."""
+    script: list[str | AIMessage | BaseException] = []
+    for city in cities:
+        script += [plan_text(f"Check {city}"), calls(("lookup", {"city": city})), f"Sunny {city}"]
+    return ScriptedChatModel(script=script)
+
+
+def lookup(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+async def test_forget_drops_an_ended_run_and_the_store_still_reads_it(closing) -> None:
+    graph = create_agentic_loop(
+        weather_model("Brest"), tools=[lookup], checkpointer=InMemorySaver()
+    )
+    runs = closing(graph)
+    tools = {t.name: t for t in runs.tools()}
+    run_id = await runs.start("Weather?")
+    result = await runs.wait(run_id)
+    kept = runs.progress(run_id)
+    said = {
+        name: await tools[name].ainvoke({"run_id": run_id})
+        for name in ("run_progress", "run_result", "cancel_run")
+    }
+
+    runs.forget(run_id)
+    assert runs.runs() == []
+    with pytest.raises(UnknownRun, match="`await aprogress.run_id.` reads a forgotten run"):
+        runs.progress(run_id)
+    stored = await runs.aprogress(run_id)
+    assert stored == kept.model_copy(update={"last_event": None})
+    assert (stored.state, stored.position(), stored.result) == (
+        "completed",
+        "1/1 steps finished",
+        result,
+    )
+    assert stored.last_tool == "lookup → success: sunny in Brest"
+    assert await runs.wait(run_id) == result
+    for name, text in said.items():
+        assert await tools[name].ainvoke({"run_id": run_id}) == text
+    assert said["run_result"].startswith(f"Run {run_id} completed: Weather?: Completed 1/1")
+
+
+async def test_a_forgotten_run_that_failed_to_plan_reads_back_why(closing) -> None:
+    model = ScriptedChatModel(script=[TimeoutError("model took too long")])
+    runs = closing(create_agentic_loop(model, checkpointer=InMemorySaver()))
+    [_, run_progress, run_result, _] = runs.tools()
+    run_id = await runs.start("Plan a trip")
+    await runs.wait(run_id)
+    said = [await tool.ainvoke({"run_id": run_id}) for tool in (run_progress, run_result)]
+    runs.forget(run_id)
+    assert [await tool.ainvoke({"run_id": run_id}) for tool in (run_progress, run_result)] == said
+    assert said[0] == (
+        f"Run {run_id}: failed, 0/0 steps finished.\n"
+        "Latest result: Planning failed: TimeoutError: model took too long"
+    )
+
+
+async def test_keep_finished_forgets_the_runs_that_ended_first_never_a_running_one(
+    closing,
+) -> None:
+    runs = closing(create_agentic_loop(StuckChatModel(script=[])), keep_finished=1)
+    first, second, third = [await runs.start(task) for task in ("T1", "T2", "T3")]
+
+    async def end(run_id: str) -> None:
+        runs.cancel(run_id)
+        with pytest.raises(RunFailed, match="was cancelled"):
+            await runs.wait(run_id)
+
+    await end(second)
+    assert [r.run_id for r in runs.runs()] == [first, second, third]
+    await end(first)  # started first, ended last: the run that ended before it goes
+    assert [(r.run_id, r.state) for r in runs.runs()] == [
+        (first, "cancelled"),
+        (third, "running"),
+    ]
+    with pytest.raises(UnknownRun, match=f"no background run '{second}'; known runs: {first}, "):
+        await runs.aprogress(second)  # no checkpointer: a forgotten run is gone
+    await end(third)
+    assert [r.run_id for r in runs.runs()] == [third]
+
+
+async def test_keep_finished_keeps_the_newest_results_and_reads_the_others_back(closing) -> None:
+    graph = create_agentic_loop(
+        weather_model("Brest", "Nantes", "Rennes"), tools=[lookup], checkpointer=InMemorySaver()
+    )
+    runs = closing(graph, keep_finished=2)
+    tools = {t.name: t for t in runs.tools()}
+    started, results = [], []
+    for city in ("Brest", "Nantes", "Rennes"):  # one after another: the script is in order
+        started.append(await runs.start(f"Weather in {city}?"))
+        results.append(await runs.wait(started[-1]))
+
+    assert [r.run_id for r in runs.runs()] == started[1:]
+    oldest = started[0]
+    with pytest.raises(UnknownRun):
+        runs.progress(oldest)
+    assert (await runs.aprogress(oldest)).result == results[0]
+    assert await runs.wait(oldest) == results[0]
+    assert await tools["run_progress"].ainvoke({"run_id": oldest}) == (
+        f"Run {oldest}: completed, 1/1 steps finished.\n"
+        "Tool calls so far: 1; latest: lookup → success: sunny in Brest\n"
+        "Latest result: Sunny Brest"
+    )
+    assert (await tools["run_result"].ainvoke({"run_id": oldest})).startswith(
+        f"Run {oldest} completed: Weather in Brest?: Completed 1/1 steps.\n"
+        "Step 1 [completed] Check Brest: Sunny Brest\n"
+    )
+    assert await tools["cancel_run"].ainvoke({"run_id": oldest}) == (
+        f"Run {oldest} had already ended (completed)."
+    )
+
+
+async def test_keep_finished_0_forgets_each_run_as_it_ends_and_wait_still_answers(closing) -> None:
+    graph = create_agentic_loop(
+        weather_model("Brest"), tools=[lookup], checkpointer=InMemorySaver()
+    )
+    runs = closing(graph, keep_finished=0)
+    run_id = await runs.start("Weather?")
+    result = await runs.wait(run_id)
+    assert result.status == "completed" and runs.runs() == []
+    assert (await runs.aprogress(run_id)).result == result
+
+    with pytest.raises(ValueError, match="keep_finished must be None .* got -1"):
+        BackgroundRuns(graph, keep_finished=-1)
+
+
+async def test_a_forgotten_cancelled_run_reads_back_unfinished_and_resumes(closing) -> None:
+    model = gated()
+    runs = closing(create_agentic_loop(model, checkpointer=InMemorySaver()))
+    tools = {t.name: t for t in runs.tools()}
+    run_id = await runs.start("Plan a trip")
+    await until(lambda: runs.progress(run_id).current_step == 2)
+    runs.cancel(run_id)
+    with pytest.raises(RunFailed):
+        await runs.wait(run_id)
+    runs.forget(run_id)
+
+    stored = await runs.aprogress(run_id)
+    assert (stored.state, stored.position(), stored.last_outcome) == (
+        "unfinished",
+        "1/3 steps finished",
+        "did A",
+    )
+    assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
+        f"Run {run_id} ended without a result (unfinished)."
+    )
+    with pytest.raises(RunFailed, match=f"run {run_id} has no result in the store .unfinished."):
+        await runs.wait(run_id)
+
+    model.gate.set()
+    await runs.resume(run_id)
+    assert [(r.run_id, r.state) for r in runs.runs()] == [(run_id, "running")]
+    result = await runs.wait(run_id)
+    assert [s.result for s in result.steps] == ["did A", "did B", "did C"]
+    assert runs.progress(run_id).steps_finished == 3
+    assert len(model.prompts) == 4  # step 1 was not asked again
+
+
+async def test_forgetting_a_running_run_is_refused(closing) -> None:
+    model = gated(gate_at=1)
+    runs = closing(create_agentic_loop(model, checkpointer=InMemorySaver()))
+    run_id = await runs.start("Plan a trip")
+    with pytest.raises(ValueError, match=f"run {run_id} is still running; cancel it before"):
+        runs.forget(run_id)
+    assert runs.progress(run_id).state == "running"
+    model.gate.set()
+    await runs.wait(run_id)
+    runs.forget(run_id)
+    with pytest.raises(UnknownRun, match=f"no background run '{run_id}'; known runs: none"):
+        runs.forget(run_id)
+
+
+async def test_unknown_ids_kept_or_stored(closing) -> None:
+    runs = closing(create_agentic_loop(StuckChatModel(script=[]), checkpointer=InMemorySaver()))
+    started = [await runs.start(f"T{n}") for n in range(12)]
+    newest = ", ".join(started[2:])
+    with pytest.raises(UnknownRun, match=f"known runs: {newest} and 2 older ones "):
+        runs.progress("bg-nope")
+    for read in (runs.aprogress, runs.wait, runs.resume):
+        with pytest.raises(UnknownRun, match="no background run 'bg-nope', kept or stored; known"):
+            await read("bg-nope")
+    [run_progress] = [t for t in runs.tools() if t.name == "run_progress"]
+    assert (await run_progress.ainvoke({"run_id": "bg-nope"})).startswith(
+        "No background run 'bg-nope', kept or stored; known runs: "
+    )
+
+
+async def test_a_new_run_never_takes_a_stored_runs_id(monkeypatch, closing) -> None:
+    saver = InMemorySaver()
+    taken = "bg-11111111"
+    await run_agentic_loop(
+        "Old task",
+        model=ScriptedChatModel(script=[plan_text("A"), "a"]),
+        checkpointer=saver,
+        thread_id=taken,
+    )
+    runs = closing(
+        create_agentic_loop(ScriptedChatModel(script=[plan_text("B"), "b"]), checkpointer=saver)
+    )
+    minted = [uuid.UUID("1" * 32), uuid.UUID("2" * 32)]
+    real = uuid.uuid4
+    monkeypatch.setattr(uuid, "uuid4", lambda: minted.pop(0) if minted else real())
+    run_id = await runs.start("New task")
+    assert run_id == "bg-22222222"
+    await runs.wait(run_id)
+    assert (await runs.aprogress(taken)).task == "Old task"
+
+
 # --- the tools -----------------------------------------------------------------------------
 
 
@@ -335,10 +550,6 @@ async def test_tools_answer_in_text(closing) -> None:
 
 
 async def test_progress_and_result_report_each_steps_tool_calls(closing) -> None:
-    def lookup(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city}"
-
     model = GatedChatModel(
         script=[
             plan_text("Check the weather"),
