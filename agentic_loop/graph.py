@@ -16,7 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from agentic_loop.models import holds_to_schema
+from agentic_loop.models import default_plan_format
 from agentic_loop.nodes import (
     adapt,
     answer,
@@ -40,6 +40,7 @@ from agentic_loop.settings import (
     DEFAULT_MAX_REPLANS,
     DEFAULT_MAX_TOOL_CALLS,
     DEFAULT_REPLY_CHARS,
+    PlanFormat,
     Settings,
     default_max_steps,
 )
@@ -63,7 +64,7 @@ def build_graph(
     step_timeout: float | None = None,
     max_seconds: float | None = None,
     max_tokens: int | None = None,
-    typed_plans: bool | None = None,
+    plan_format: PlanFormat | None = None,
 ) -> StateGraph[AgenticState, None, AgenticInput, AgenticOutput]:
     """The loop as an uncompiled `StateGraph`, to compile with your own checkpointer or to
     add to a bigger graph as one node: it reads `task` (and `max_steps`) and writes only
@@ -89,9 +90,10 @@ def build_graph(
     repeated over and over) counts as a failed call.
 
     Steps whose dependencies have finished run side by side, at most `max_parallel` at
-    once; a step whose dependency failed is skipped. `typed_plans` asks for a plan in JSON
-    held to a schema (None: when the model supports it, as Ollama's and the embedded
-    model do); other plans are numbered lists, whose steps may end with "(after 1, 3)".
+    once; a step whose dependency failed is skipped. `plan_format` says how the plan is
+    asked for: in JSON held to a schema, as a numbered list whose steps may end with
+    "(after 1, 3)", or as a list with the schema as the fallback (None: what suits the
+    model, see `models.default_plan_format`).
     Budgets: `step_timeout` seconds for one step (then it is adapted), `max_seconds` for
     the steps of the run (from the first step's start; steps in progress are stopped) and
     `max_tokens` for all its model calls (steps in progress finish). Once a budget is
@@ -128,7 +130,7 @@ def build_graph(
         step_timeout=step_timeout,
         max_seconds=max_seconds,
         max_tokens=max_tokens,
-        typed_plans=holds_to_schema(model) if typed_plans is None else typed_plans,
+        plan_format=plan_format or default_plan_format(model),
     )
     builder = StateGraph(AgenticState, input_schema=AgenticInput, output_schema=AgenticOutput)
     builder.add_node("plan", partial(plan, settings=settings))

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from agentic_loop.settings import PlanFormat
+
 DEFAULT_MODEL = "auto"
 DEFAULT_OLLAMA_MODEL = "llama3.2"
 MODEL_ENV = "AGENTIC_LOOP_MODEL"
@@ -147,7 +149,15 @@ def describe_error(exc: BaseException, model: object = None) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def holds_to_schema(model: object) -> bool:
-    """Whether the model takes a JSON schema as `format` and writes only what fits it:
-    Ollama's chat models do, and so does the embedded model (through llama.cpp's grammar)."""
-    return type(model).__name__ in ("ChatOllama", "LocalChatModel")
+def default_plan_format(model: object) -> PlanFormat:
+    """How planning asks `model` for the plan (see `Settings.plan_format`): Ollama's chat
+    models are held to a JSON schema; the embedded model writes a list, falling back to a
+    plan held to the schema by llama.cpp's grammar; other models write a list."""
+    kind = type(model).__name__
+    return (
+        "typed"
+        if kind == "ChatOllama"
+        else "text_then_typed"
+        if kind == "LocalChatModel"
+        else "text"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:  # kept out of import time: the CLI reads this module's defaults
     from langchain_core.messages import BaseMessage
@@ -23,6 +23,7 @@ CHARS_PER_TOKEN = 8
 DEFAULT_REPLY_CHARS = 1024 * CHARS_PER_TOKEN
 """Past this many characters a streamed reply is cut, whatever the server's own cap."""
 MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
+PlanFormat = Literal["typed", "text", "text_then_typed"]
 
 # The bounds of the numbers a run takes, checked where they come in: `Settings`, and the
 # command line's flags and environment variables.
@@ -114,9 +115,11 @@ class Settings:
     starts, the steps in progress are stopped, and the answer is written."""
     max_tokens: int | None = None
     """Tokens (prompt and reply) the run's model calls may use; then no step starts."""
-    typed_plans: bool = False
-    """Whether the model can be held to a JSON schema (Ollama's `format`, the embedded
-    model's grammar), so that planning asks for a typed plan."""
+    plan_format: PlanFormat = "text"
+    """How planning asks for the plan: `typed` (JSON held to a schema: Ollama's `format`),
+    `text` (a numbered list), or `text_then_typed` (a list, and if the reply holds none, a
+    typed plan: the embedded model writes better steps as text, and its grammar makes the
+    typed plan always well formed)."""
 
     def __post_init__(self) -> None:
         from langchain_core.runnables import Runnable

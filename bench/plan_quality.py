@@ -7,7 +7,9 @@ Run from the repository root, with the `local` extra installed:
 Plans each of 20 everyday tasks twice with SmolLM2-135M, as the planning node asks: once
 typed (`prompts.plan_messages(task, max_steps, typed=True)`, the model bound to
 `dependencies.plan_schema(max_steps)` so that llama.cpp's grammar holds it to the schema,
-read by `read_typed_plan`), once as text (the numbered-list prompt, read by `parse_plan`).
+read by `read_typed_plan`), once as text (the numbered-list prompt, read by `parse_plan`),
+and shows what the planning node does by default with this model (`text_then_typed`): the
+text plan, or where it is no plan, the typed plan asked after it.
 Each reply comes through `replies.ask`, streamed. For each way it counts the well-formed
 plans (read, with at least one step), the steps per plan (at most max_steps kept, as the
 planning node keeps them), the plans that state any dependency and those with one on
@@ -164,7 +166,18 @@ async def measure(max_steps: int) -> dict[str, dict[str, Any]]:
     text = await plan_all(
         model, lambda task: prompts.plan_messages(task, max_steps), read_text, max_steps
     )
-    return {"typed (JSON schema)": summary(typed), "text (numbered list)": summary(text)}
+    # The embedded model's way (`text_then_typed`): the list, else the typed plan after it.
+    fallback = [
+        plan
+        if plan.ids is not None
+        else Plan(other.ids, other.depends_on, other.cut_short, plan.seconds + other.seconds)
+        for plan, other in zip(text, typed, strict=True)
+    ]
+    return {
+        "typed (JSON schema)": summary(typed),
+        "text (numbered list)": summary(text),
+        "text, else typed (the default)": summary(fallback),
+    }
 
 
 def main() -> None:

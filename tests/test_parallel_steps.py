@@ -451,3 +451,36 @@ async def test_a_reviewer_may_edit_the_plan_with_dependency_notes() -> None:
     assert [s.description for s in result.steps] == ["Trains", "Hotels", "Choose", "Pack"]
     assert result.depends_on == [[], [], [1, 2], []]  # step 7 is not in the plan
     assert model.most_at_once == 3  # Trains, Hotels and Pack
+
+
+class ListsNothing(ByPrompt):
+    """Writes no list when asked for one, and a typed plan when held to the schema."""
+
+    formats: list[Any] = []
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
+        if messages[-1].text.startswith("Break this task"):
+            self.formats.append(kwargs.get("format"))
+            typed = {"steps": [{"id": 1, "description": "Pack", "depends_on": []}]}
+            text = json.dumps(typed) if kwargs.get("format") else "Sure, happy to help!"
+            usage = {"input_tokens": 5, "output_tokens": 5, "total_tokens": 10}
+            message = AIMessage(text, usage_metadata=usage)  # type: ignore[arg-type]
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        return await super()._agenerate(messages, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("plan_format", "asked", "steps"),
+    [
+        ("text", [None], []),
+        ("typed", ["schema"], ["Pack"]),
+        ("text_then_typed", [None, "schema"], ["Pack"]),
+    ],
+)
+async def test_plan_formats(plan_format: str, asked: list[Any], steps: list[str]) -> None:
+    model = ListsNothing(plan="")
+    result, _ = await run(model, plan_format=plan_format, max_steps=3)
+    assert [None if f is None else "schema" for f in model.formats] == asked
+    assert model.formats[-1] in (None, plan_schema(3))
+    assert [s.description for s in result.steps] == steps
+    assert result.tokens_in == 5 * len(asked)  # each planning call counts

@@ -24,10 +24,17 @@ from agentic_loop.dependencies import (
 from agentic_loop.models import describe_error
 from agentic_loop.parsing import parse_plan
 from agentic_loop.replies import ask
-from agentic_loop.settings import Settings
+from agentic_loop.settings import PlanFormat, Settings
 from agentic_loop.state import AgenticState, Plan
 
 logger = logging.getLogger(__name__)
+
+_ATTEMPTS: dict[PlanFormat, tuple[bool, ...]] = {
+    "typed": (True,),
+    "text": (False,),
+    "text_then_typed": (False, True),
+}
+"""For each way of planning, whether each attempt asks for a typed plan."""
 
 
 async def plan(
@@ -47,32 +54,32 @@ async def plan(
     task_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
 
-    def build(limit: int | None) -> list[BaseMessage]:
-        return prompts.plan_messages(
-            prompts.clip(task, limit), max_steps, typed=settings.typed_plans
-        )
+    steps: list[PlannedStep] = []
+    error: str | None = "Planning produced no steps."
+    tokens_in = tokens_out = 0
+    limit: int | None = None
+    for typed in _ATTEMPTS[settings.plan_format]:  # the next one only if this gave no plan
 
-    limit = settings.fit_limit(build)
-    messages = build(limit)
-    error: str | None
-    planner = settings.model
-    if settings.typed_plans:
-        planner = planner.bind(format=plan_schema(max_steps))
-    tokens = (0, 0)
-    try:
-        reply = await ask(planner, messages, max_chars=settings.max_reply_chars)
-    except Exception as exc:  # any model or transport failure ends planning
-        steps, error = [], f"Planning failed: {describe_error(exc, settings.model)}"
-    else:
-        steps = read_plan(reply.message.text)
-        tokens = reply.tokens
-        error = None if steps else "Planning produced no steps."
-        if not steps and limit is not None and len(task) > limit:
-            error = (
-                f"Planning produced no steps from the task cut to its first {limit} "
-                "characters to fit the model's context window; shorten the task, or use a "
-                "model with a larger window"
-            )
+        def build(limit: int | None, typed: bool = typed) -> list[BaseMessage]:
+            return prompts.plan_messages(prompts.clip(task, limit), max_steps, typed=typed)
+
+        limit = settings.fit_limit(build)
+        planner = settings.model.bind(format=plan_schema(max_steps)) if typed else settings.model
+        try:
+            reply = await ask(planner, build(limit), max_chars=settings.max_reply_chars)
+        except Exception as exc:  # any model or transport failure ends planning
+            error = f"Planning failed: {describe_error(exc, settings.model)}"
+            break
+        tokens_in, tokens_out = tokens_in + reply.tokens[0], tokens_out + reply.tokens[1]
+        if steps := read_plan(reply.message.text):
+            error = None
+            break
+    if error and not steps and limit is not None and len(task) > limit:
+        error = (
+            f"Planning produced no steps from the task cut to its first {limit} "
+            "characters to fit the model's context window; shorten the task, or use a "
+            "model with a larger window"
+        )
     kept = steps[:max_steps]
     depends_on, notes = checked_dependencies(
         [s.id for s in kept], [s.depends_on for s in kept], cut=[s.id for s in steps[max_steps:]]
@@ -85,8 +92,8 @@ async def plan(
         steps=[s.description for s in kept],
         depends_on=depends_on,
         notes=notes,
-        tokens_in=tokens[0],
-        tokens_out=tokens[1],
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
         planned_count=len(steps),
         max_steps=max_steps,
         error=error,
