@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -65,6 +66,7 @@ app = typer.Typer(
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 MAX_PARALLEL_ENV = "AGENTIC_LOOP_MAX_PARALLEL"
 STEP_TIMEOUT_ENV = "AGENTIC_LOOP_STEP_TIMEOUT"
@@ -580,9 +582,11 @@ def _drive(
     db_path = _db_path(db)
     db_flag = f" --db {db_path}" if db else ""
     display = TerminalProgress(_console(stderr=json_out))
+    stop = _SigtermStop()
 
     async def go() -> tuple[AgenticResult, bool]:
         """The run's result, and whether it had already finished."""
+        stop.task = asyncio.current_task()
         async with open_store(db_path) as saver:
             stored = await load_run(saver, thread_id)
             if graph_input is not None and stored is not None:
@@ -615,17 +619,16 @@ def _drive(
             return result, False
 
     try:
-        result, already_finished = asyncio.run(go())
+        with stop:
+            result, already_finished = asyncio.run(go())
     except (StoreError, ToolSetupError, ValueError) as exc:  # a bad store, model, tool or setting
         _fail(str(exc))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and not stop.received:
+            raise
         display.stop()
-        _console(stderr=True).print(
-            "\nStopped. Finished steps are stored; carry on with: "
-            f"agentic-loop resume {thread_id}{db_flag}",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _say_stopped(thread_id, db_path, db_flag)
+        raise typer.Exit(EXIT_TERMINATED if stop.received else EXIT_INTERRUPTED) from None
     except EOFError:  # stdin ended before the plan review was answered
         _fail(
             "no answer to the plan review or tool approval; the run waits for one: "
@@ -642,6 +645,64 @@ def _drive(
             highlight=False,
         )
     _report(result, json_out)
+
+
+class _SigtermStop:
+    """While in use, SIGTERM stops a run as Ctrl-C does: it cancels the running `task` (the
+    stream then closes and stores what finished), or before there is one raises
+    KeyboardInterrupt. `received` tells the two signals apart for the exit code."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.received = False
+        self._before: Any = None
+
+    def __enter__(self) -> _SigtermStop:
+        self._before = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._before)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.received = True
+        task = self.task
+        if task is None or task.done():
+            raise KeyboardInterrupt
+        task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+def _say_stopped(thread_id: str, db_path: Path, db_flag: str) -> None:
+    """After a Ctrl-C or SIGTERM: how to carry on, or that nothing was stored to carry on."""
+    console = _console(stderr=True)
+    if _has_checkpoint(db_path, thread_id):
+        console.print(
+            "\nStopped. Finished steps are stored; carry on with: "
+            f"agentic-loop resume {thread_id}{db_flag}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"\nStopped before run {thread_id} was stored; nothing to resume.", highlight=False
+        )
+
+
+def _has_checkpoint(db_path: Path, thread_id: str) -> bool:
+    """Whether the store holds a checkpoint of `thread_id` (True if it cannot be read: the
+    resume command then reports why)."""
+    from agentic_loop.storage import StoreError, load_run, open_store
+
+    if not db_path.exists():
+        return False
+
+    async def look() -> bool:
+        async with open_store(db_path, read_only=True) as saver:
+            return await load_run(saver, thread_id) is not None
+
+    try:
+        return asyncio.run(look())
+    except StoreError:
+        return True
 
 
 async def _stream(

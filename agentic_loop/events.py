@@ -2,7 +2,9 @@
 
 Nodes write each event to LangGraph's custom stream as `{"event": name, "data": payload}`.
 `ProgressRelay` passes those on to an `on_progress` callback and a broadcaster; a hook
-that raises is logged and never changes the run.
+that raises an `Exception` is logged and never changes the run. One that raises
+`KeyboardInterrupt`, `SystemExit` or `asyncio.CancelledError` stops the run as a Ctrl-C
+does: what finished is stored, and resuming the thread runs the rest.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -175,19 +176,28 @@ async def stream_run(
     while True:
         result: AgenticResult | None = None
         pending: list[Interrupt] = []
-        async for mode, chunk in graph.astream(
-            graph_input,
-            config,
-            stream_mode=["custom", "updates"],
-            durability=durability if graph.checkpointer else None,
-        ):
-            update = cast(dict[str, Any], chunk)
-            if mode == "custom" and is_progress_event(chunk):
-                await relay.deliver(cast(ProgressEvent, chunk))
-            elif mode == "updates" and "summarise" in update:
-                result = update["summarise"]["result"]
-            elif mode == "updates" and "__interrupt__" in update:
-                pending += update["__interrupt__"]
+        stream = cast(
+            AsyncGenerator[tuple[str, Any], None],
+            graph.astream(
+                graph_input,
+                config,
+                stream_mode=["custom", "updates"],
+                durability=durability if graph.checkpointer else None,
+            ),
+        )
+        # Whatever stops the loop (a Ctrl-C, a hook raising KeyboardInterrupt, SystemExit or
+        # CancelledError), the stream is closed before it propagates: its nodes are cancelled
+        # and what they finished is stored ("exit" durability stores it only then), so the
+        # run resumes from there. Left open, it would be closed later, or never.
+        async with aclosing(stream):
+            async for mode, chunk in stream:
+                update = cast(dict[str, Any], chunk)
+                if mode == "custom" and is_progress_event(chunk):
+                    await relay.deliver(cast(ProgressEvent, chunk))
+                elif mode == "updates" and "summarise" in update:
+                    result = update["summarise"]["result"]
+                elif mode == "updates" and "__interrupt__" in update:
+                    pending += update["__interrupt__"]
         if result is not None:
             return result
         if not pending:

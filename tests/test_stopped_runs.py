@@ -1,0 +1,262 @@
+"""A run stopped at any moment resumes: fault injection at every event boundary, and
+signals at random moments to a real CLI process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ScriptedChatModel, plan_text, spawn_cli
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Durability
+from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
+
+from agentic_loop.events import ProgressEvent
+from agentic_loop.runner import run_agentic_loop
+from agentic_loop.storage import load_run, open_store
+
+STEPS = ["A", "B", "C"]
+STOPS: list[type[BaseException]] = [KeyboardInterrupt, SystemExit, asyncio.CancelledError]
+DURABILITIES: list[Durability] = ["sync", "async", "exit"]
+
+
+class ByPrompt(ScriptedChatModel):
+    """Plans the steps A, B, C and runs each step, in whatever order it is asked."""
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        prompt = messages[-1].text
+        step = re.search(r"^Step \d+/\d+: (\w+)", prompt, re.MULTILINE)
+        self.script.append(f"did {step[1]}" if step else plan_text(*STEPS))
+        return super()._generate(messages, stop, run_manager, **kw)
+
+
+def model() -> ScriptedChatModel:
+    return ByPrompt(script=[])
+
+
+def asked_steps(scripted: ScriptedChatModel) -> list[str]:
+    """The steps a model was asked to run ("plan" for a planning call)."""
+    found = (re.search(r"^Step \d+/\d+: (\w+)", p, re.MULTILINE) for p in scripted.prompts)
+    return [step[1] if step else "plan" for step in found]
+
+
+async def events_of_a_whole_run() -> int:
+    seen: list[str] = []
+
+    class Counting:
+        async def broadcast(self, event: str, data: dict[str, Any]) -> None:
+            seen.append(event)
+
+    await run_agentic_loop("T", model=model(), broadcaster=Counting())
+    return len(seen)
+
+
+class StopAt:
+    """A broadcaster that raises `stop` on its `at`-th event (from 1)."""
+
+    def __init__(self, stop: type[BaseException], at: int) -> None:
+        self.stop, self.at, self.seen = stop, at, 0
+
+    async def broadcast(self, event: str, data: dict[str, Any]) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise self.stop()
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+@pytest.mark.parametrize("stop", STOPS, ids=lambda s: s.__name__)
+async def test_a_hook_that_stops_the_run_at_any_event_leaves_it_resumable(
+    durability: Durability, stop: type[BaseException]
+) -> None:
+    total = await events_of_a_whole_run()
+    assert total >= 2 * len(STEPS)
+    for at in range(1, total + 1):
+        saver = InMemorySaver()
+        thread = f"stop-{at}"
+        first = model()
+        hook = StopAt(stop, at)
+        with pytest.raises(stop):
+            await run_agentic_loop(
+                "T",
+                model=first,
+                checkpointer=saver,
+                thread_id=thread,
+                broadcaster=hook,
+                durability=durability,
+            )
+        stored = await load_run(saver, thread)
+        done = [] if stored is None else stored.steps
+        finished = {step.description for step in done}
+
+        second = model()
+        result = await run_agentic_loop(
+            "T", model=second, checkpointer=saver, thread_id=thread, durability=durability
+        )
+        where = f"{stop.__name__} at event {at} of {total}, durability {durability}"
+        assert result.status == "completed", where
+        assert [s.result for s in result.steps] == [f"did {s}" for s in STEPS], where
+        assert finished.isdisjoint(asked_steps(second)), where
+        if done:  # a stored plan is never made again
+            assert "plan" not in asked_steps(second), where
+
+
+async def test_an_on_progress_callback_that_stops_the_run_leaves_it_resumable(
+    tmp_path: Path,
+) -> None:
+    """The same over the SQLite store, with the `on_progress` callback raising."""
+    for stop in STOPS:
+        for at in range(1, len(STEPS) + 1):
+            db = tmp_path / f"{stop.__name__}-{at}.sqlite"
+            calls = 0
+
+            def on_progress(label: str, step: int, total: int, stop=stop, at=at) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == at:
+                    raise stop()
+
+            calls = 0
+            async with open_store(db) as saver:
+                with pytest.raises(stop):
+                    await run_agentic_loop(
+                        "T",
+                        model=model(),
+                        checkpointer=saver,
+                        thread_id="t",
+                        on_progress=on_progress,
+                    )
+            async with open_store(db) as saver:
+                stored = await load_run(saver, "t")
+                assert stored is not None and stored.result is None
+                finished = {s.description for s in stored.steps}
+                assert len(finished) >= at - 1
+                second = model()
+                result = await run_agentic_loop(
+                    "T", model=second, checkpointer=saver, thread_id="t"
+                )
+            assert result.status == "completed", (stop, at)
+            assert finished.isdisjoint(asked_steps(second)), (stop, at)
+
+
+def test_a_relay_never_swallows_a_stop() -> None:
+    from agentic_loop.events import ProgressRelay
+
+    def on_progress(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    event: ProgressEvent = {
+        "event": "agentic.step_complete",
+        "data": {"description": "A", "step": 1, "total": 1},
+    }
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(ProgressRelay(on_progress).deliver(event))
+
+
+# --- signals to a real CLI process -------------------------------------------------------
+
+PLAN = ["Pick a beach", "Book a room", "Pack a bag", "Check the weather"]
+TRIALS_ENV = "AGENTIC_LOOP_FAULT_TRIALS"
+SEED_ENV = "AGENTIC_LOOP_FAULT_SEED"
+STOPPED = {signal.SIGINT: (130, -signal.SIGINT), signal.SIGTERM: (143, -signal.SIGTERM)}
+
+
+def slow(reply: Any, seconds: float) -> Any:
+    def answer(request: dict[str, Any]) -> Reply:
+        time.sleep(seconds)
+        return reply(request)
+
+    return answer
+
+
+def cli(*args: str, host: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OLLAMA_HOST": host},
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def stored_steps(db: Path, thread: str) -> list[str] | None:
+    """The descriptions of a stored run's finished steps; None if the store has no run."""
+
+    async def look() -> list[str] | None:
+        if not db.exists():
+            return None
+        async with open_store(db, read_only=True) as saver:
+            stored = await load_run(saver, thread)
+        return None if stored is None else [s.description for s in stored.steps]
+
+    return asyncio.run(look())
+
+
+def one_trial(tmp_path: Path, trial: int, rng: random.Random) -> str:
+    """Stop `agentic-loop run` with a random signal at a random moment, then resume it."""
+    sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+    delay = rng.uniform(0.0, 5.0)  # a run lasts 3 to 4 s, most of it starting up
+    db, thread = tmp_path / f"runs-{trial}.sqlite", f"run-{trial}"
+    what = f"trial {trial}: {sig.name} after {delay:.2f} s"
+    with OllamaTestServer(slow(plan_or_step(PLAN), 0.1)) as server:
+        proc = spawn_cli("run", "Plan a trip", "--db", str(db), "--thread", thread, host=server.url)
+        try:
+            time.sleep(delay)
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        code = proc.returncode
+        steps = stored_steps(db, thread)
+        hint = f"agentic-loop resume {thread}" in err
+        if code == 0:
+            return f"{what}: finished first"
+        assert "Traceback" not in err or code < 0, f"{what}: {err}"
+        if sig == signal.SIGKILL:
+            assert code == -signal.SIGKILL, f"{what}: exit {code}"
+        else:
+            assert code in STOPPED[sig], f"{what}: exit {code}\n{err}"
+            if code > 0:  # stopped cleanly: a resume command exactly when there is a run
+                # (a Ctrl-C while the CLI still loads is typer's: exit 130, nothing said)
+                assert hint == (steps is not None), f"{what}: {err}"
+        if steps is None:
+            assert not hint, f"{what}: resume command printed, nothing stored\n{err}"
+            return f"{what}: exit {code}, nothing stored"
+        asked_before = len(server.chat_requests())
+        done = cli("resume", thread, "--db", str(db), "--json", host=server.url)
+        assert done.returncode == 0, f"{what}: resume failed\n{done.stderr}"
+        result = json.loads(done.stdout)
+        assert result["status"] == "completed", f"{what}: {result}"
+        assert [s["result"] for s in result["steps"]] == [
+            f"Did step {i}." for i in range(1, len(PLAN) + 1)
+        ], what
+        again = [step_of(r) for r in server.chat_requests()[asked_before:]]
+        finished = {PLAN.index(s) + 1 for s in steps}
+        assert finished.isdisjoint(again), f"{what}: finished steps {finished} asked again {again}"
+        return f"{what}: exit {code}, resumed after {len(steps)} stored steps"
+
+
+@pytest.mark.integration
+def test_a_cli_run_stopped_at_a_random_moment_resumes(tmp_path: Path) -> None:
+    trials = int(os.environ.get(TRIALS_ENV, "12"))
+    seed = int(os.environ.get(SEED_ENV, str(random.randrange(2**32))))
+    rng = random.Random(seed)
+    plans = [(trial, random.Random(rng.random())) for trial in range(trials)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(one_trial, tmp_path, trial, r) for trial, r in plans]
+        try:
+            outcomes = [f.result() for f in futures]
+        except BaseException as exc:
+            raise AssertionError(f"{exc}\nrerun with {SEED_ENV}={seed}") from exc
+    print(f"seed {seed}:", *outcomes, sep="\n  ")
