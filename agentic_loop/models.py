@@ -80,10 +80,10 @@ def load_model(
 
     `timeout_s` bounds the wait for each part of a reply; `reply_tokens` caps an Ollama
     reply's length (`num_predict`; the embedded model keeps its own, smaller cap)."""
-    if timeout_s <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout_s}")
-    if reply_tokens < 1:
-        raise ValueError(f"the reply cap must be at least 1 token, got {reply_tokens}")
+    from agentic_loop.settings import MOST_REPLY_TOKENS, check_seconds, check_whole
+
+    check_seconds("timeout", timeout_s)
+    check_whole("the reply cap", reply_tokens, 1, MOST_REPLY_TOKENS)
     spec = resolve_spec(spec)
     if spec == "local":
         from agentic_loop.local_model import LocalChatModel

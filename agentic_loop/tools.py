@@ -27,6 +27,7 @@ from agentic_loop import events
 from agentic_loop.events import Broadcaster, ProgressRelay
 from agentic_loop.models import describe_error
 from agentic_loop.runner import stream_run, with_thread
+from agentic_loop.settings import MOST_STEPS, check_whole
 from agentic_loop.state import AgenticResult
 from agentic_loop.storage import StoredRun, load_run
 
@@ -164,7 +165,10 @@ class _Tracker:
 class _StartArgs(BaseModel):
     task: str = Field(description="The whole task in plain words, with everything it needs.")
     max_steps: int = Field(
-        default=0, ge=0, description="Most steps to run; 0 lets the planner's default apply."
+        default=0,
+        ge=0,
+        le=MOST_STEPS,
+        description="Most steps to run; 0 lets the planner's default apply.",
     )
 
 
@@ -216,8 +220,8 @@ class BackgroundRuns:
         (callbacks, tags, metadata) goes to the run's model and tool calls."""
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be non-empty text, got {task!r}")
-        if max_steps < 0:
-            raise ValueError(f"max_steps must be 0 (the default) or more, got {max_steps}")
+        if max_steps != 0:
+            check_whole("max_steps", max_steps, 1, MOST_STEPS)  # 0 means the default
         run_id = await self._new_id()
         record = RunRecord(run_id=run_id, task=task)
         self._launch(record, {"task": task, "max_steps": max_steps}, with_thread(config, run_id))

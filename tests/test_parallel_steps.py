@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from conftest import ANSWER_ASK, ScriptedChatModel, _instruction, calls
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -21,7 +23,12 @@ from langgraph.types import Command
 from ollama_server import OllamaTestServer, Reply, step_of
 
 from agentic_loop import events, storage
-from agentic_loop.dependencies import checked_dependencies, plan_schema, split_dependency_note
+from agentic_loop.dependencies import (
+    checked_dependencies,
+    plan_schema,
+    ready_steps,
+    split_dependency_note,
+)
 from agentic_loop.drawing import run_mermaid, run_picture
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.history import fork_from_step
@@ -484,3 +491,32 @@ async def test_plan_formats(plan_format: str, asked: list[Any], steps: list[str]
     assert model.formats[-1] in (None, plan_schema(3))
     assert [s.description for s in result.steps] == steps
     assert result.tokens_in == 5 * len(asked)  # each planning call counts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_reply_reads_as_a_plan_or_as_none(reply: str) -> None:
+    steps = read_plan(reply)
+    ids = [s.id for s in steps]
+    deps, notes = checked_dependencies(ids, [s.depends_on for s in steps])
+    assert len(deps) == len(steps)
+    for number, wanted in enumerate(deps, 1):
+        assert all(1 <= d <= len(steps) and d != number for d in wanted)
+    assert all(isinstance(note, str) for note in notes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(-3, 12), max_size=6), max_size=10))
+def test_checked_dependencies_always_give_a_plan_that_can_run(stated: list[list[int]]) -> None:
+    deps, _ = checked_dependencies(list(range(1, len(stated) + 1)), stated, cut=[11, 12])
+    finished: set[int] = set()
+    while len(finished) < len(deps):  # every step starts once those before it finish
+        ready = ready_steps(deps, finished, set())
+        assert ready, f"no step can start: {deps}"
+        finished |= set(ready)
+
+
+async def test_a_graph_input_with_too_many_steps_is_refused() -> None:
+    graph = create_agentic_loop(ByPrompt(plan="1. A"), checkpointer=InMemorySaver())
+    with pytest.raises(ValueError, match="the input's max_steps must be a whole number from 1"):
+        await graph.ainvoke({"task": "T", "max_steps": 10**20}, CONFIG)

@@ -24,7 +24,7 @@ from agentic_loop.dependencies import (
 from agentic_loop.models import describe_error
 from agentic_loop.parsing import parse_plan
 from agentic_loop.replies import ask
-from agentic_loop.settings import PlanFormat, Settings
+from agentic_loop.settings import MOST_STEPS, PlanFormat, Settings, check_whole
 from agentic_loop.state import AgenticState, Plan
 
 logger = logging.getLogger(__name__)
@@ -48,9 +48,8 @@ async def plan(
     task = state["task"]
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
-    max_steps = state.get("max_steps") or 0
-    if max_steps <= 0:
-        max_steps = settings.max_steps
+    max_steps = state.get("max_steps") or settings.max_steps
+    check_whole("the input's max_steps", max_steps, 1, MOST_STEPS)
     task_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
 
