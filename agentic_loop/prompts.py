@@ -26,9 +26,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def plan_messages(task: str, max_steps: int, *, typed: bool = False) -> list[BaseMessage]:
-    """Ask for the plan: a numbered list, or with `typed` the JSON of
-    `dependencies.TypedPlan` (the model is held to its schema)."""
+def plan_messages(
+    task: str, max_steps: int, *, typed: bool = False, notes: bool = True
+) -> list[BaseMessage]:
+    """Ask for the plan: a numbered list (whose steps may carry dependency notes, unless
+    `notes` is False: a 135M model only gets confused by them), or with `typed` the JSON
+    of `dependencies.TypedPlan` (the model is held to its schema)."""
     if typed:
         ask = (
             f"Break this task into numbered steps (at most {max_steps}), each one short "
@@ -38,10 +41,13 @@ def plan_messages(task: str, max_steps: int, *, typed: bool = False) -> list[Bas
     else:
         ask = (
             f"Break this task into numbered steps (at most {max_steps}). "
-            "Return ONLY the numbered list, one step per line, nothing else. "
-            "A step that needs the results of particular earlier steps ends with "
-            "(after N) naming them."
+            "Return ONLY the numbered list, one step per line, nothing else."
         )
+        if notes:
+            ask += (
+                " A step that needs the results of particular earlier steps ends with "
+                "(after N) naming them."
+            )
     return [SystemMessage(SYSTEM), HumanMessage(f"{ask}\n\nTask: {task}")]
 
 

@@ -164,7 +164,10 @@ async def measure(max_steps: int) -> dict[str, dict[str, Any]]:
         max_steps,
     )
     text = await plan_all(
-        model, lambda task: prompts.plan_messages(task, max_steps), read_text, max_steps
+        model,
+        lambda task: prompts.plan_messages(task, max_steps, notes=False),
+        read_text,
+        max_steps,
     )
     # The embedded model's way (`text_then_typed`): the list, else the typed plan after it.
     fallback = [

@@ -57,10 +57,14 @@ async def plan(
     error: str | None = "Planning produced no steps."
     tokens_in = tokens_out = 0
     limit: int | None = None
+    # A model that falls back to typed plans is small: dependency notes only confuse it.
+    with_notes = settings.plan_format == "text"
     for typed in _ATTEMPTS[settings.plan_format]:  # the next one only if this gave no plan
 
         def build(limit: int | None, typed: bool = typed) -> list[BaseMessage]:
-            return prompts.plan_messages(prompts.clip(task, limit), max_steps, typed=typed)
+            return prompts.plan_messages(
+                prompts.clip(task, limit), max_steps, typed=typed, notes=with_notes
+            )
 
         limit = settings.fit_limit(build)
         planner = settings.model.bind(format=plan_schema(max_steps)) if typed else settings.model
