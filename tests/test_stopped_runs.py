@@ -206,12 +206,20 @@ def stored_steps(db: Path, thread: str) -> list[str] | None:
 def one_trial(tmp_path: Path, trial: int, rng: random.Random) -> str:
     """Stop `agentic-loop run` with a random signal at a random moment, then resume it."""
     sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-    delay = rng.uniform(0.0, 5.0)  # a run lasts 3 to 4 s, most of it starting up
+    # Starting the CLI takes seconds and the run under one: most trials count their
+    # moment from the planning request, some from the start, to hit the CLI loading too.
+    from_start = rng.random() < 0.2
+    delay = rng.uniform(0.0, 3.0) if from_start else rng.uniform(0.0, 0.8)
     db, thread = tmp_path / f"runs-{trial}.sqlite", f"run-{trial}"
-    what = f"trial {trial}: {sig.name} after {delay:.2f} s"
+    since = "the start" if from_start else "planning"
+    what = f"trial {trial}: {sig.name} {delay:.2f} s after {since}"
     with OllamaTestServer(slow(plan_or_step(PLAN), 0.1)) as server:
         proc = spawn_cli("run", "Plan a trip", "--db", str(db), "--thread", thread, host=server.url)
         try:
+            waited = 0.0
+            while not from_start and not server.chat_requests() and waited < 30:
+                time.sleep(0.01)
+                waited += 0.01
             time.sleep(delay)
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=30)
