@@ -17,13 +17,24 @@ def deadline(task: StepTask) -> float | None:
     return min(times, default=None)
 
 
+class DeadlinePassed(Exception):
+    """A step's call was cancelled at its deadline."""
+
+
 async def timed(coroutine: Any, task: StepTask) -> Any:
-    """`await coroutine`, cancelled with TimeoutError at the step's deadline."""
+    """`await coroutine`, cancelled with DeadlinePassed at the step's deadline. A
+    TimeoutError of the call's own (a client's timeout) passes through as it is."""
     ends = deadline(task)
     if ends is None:
         return await coroutine
-    async with asyncio.timeout(ends - time.time()):
-        return await coroutine
+    limit = asyncio.timeout(ends - time.time())
+    try:
+        async with limit:
+            return await coroutine
+    except TimeoutError:
+        if limit.expired():
+            raise DeadlinePassed from None
+        raise
 
 
 def stopped_by_budget(task: StepTask) -> bool:

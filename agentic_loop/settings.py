@@ -81,7 +81,8 @@ class Settings:
     max_steps: int = DEFAULT_MAX_STEPS
     """Most steps a run carries out; a longer plan is cut and the run is `partial`."""
     recent_results: int = 2
-    """How many earlier results each step's prompt carries forward."""
+    """How many earlier results each step's prompt carries forward: those of the steps it
+    depends on (all of them), then of the steps those depend on, up to this many."""
     result_chars: int = 200
     """How much of each earlier result each step's prompt carries forward."""
     context_window: int | None = None

@@ -520,3 +520,11 @@ async def test_a_graph_input_with_too_many_steps_is_refused() -> None:
     graph = create_agentic_loop(ByPrompt(plan="1. A"), checkpointer=InMemorySaver())
     with pytest.raises(ValueError, match="the input's max_steps must be a whole number from 1"):
         await graph.ainvoke({"task": "T", "max_steps": 10**20}, CONFIG)
+
+
+@pytest.mark.parametrize("step_timeout", [None, 30.0])
+async def test_a_timeout_of_the_models_own_is_a_failed_call(step_timeout: float | None) -> None:
+    model = ByPrompt(plan="1. A\n2. B", steps={1: TimeoutError("read timed out")})
+    result, _ = await run(model, step_timeout=step_timeout)
+    first = result.steps[0]
+    assert first.status == "adapted" and first.failure == "TimeoutError: read timed out"

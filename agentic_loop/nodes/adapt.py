@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from agentic_loop import events, prompts
 from agentic_loop.conversation import legacy_handover, removals, tool_call_records
-from agentic_loop.deadlines import stopped_by_budget, timed
+from agentic_loop.deadlines import DeadlinePassed, stopped_by_budget, timed
 from agentic_loop.models import describe_error
 from agentic_loop.replies import Reply, ask, reply_text
 from agentic_loop.settings import Settings
@@ -44,7 +44,7 @@ async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dic
                 ask(settings.model, messages, max_chars=settings.max_reply_chars),
                 {**state, "step_deadline": None},
             )
-        except TimeoutError:
+        except DeadlinePassed:
             result, reason = "", "the run's time budget ran out"
         except Exception as exc:  # the step is recorded as failed and the run goes on
             result, reason = "", describe_error(exc, settings.model)

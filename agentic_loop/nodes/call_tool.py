@@ -18,7 +18,7 @@ from langgraph.types import Command
 
 from agentic_loop import events
 from agentic_loop.conversation import DURATION_KEY, tagged
-from agentic_loop.deadlines import timed, timeout_text
+from agentic_loop.deadlines import DeadlinePassed, timed, timeout_text
 from agentic_loop.settings import Settings
 from agentic_loop.state import RunningStep, StepTask
 
@@ -38,7 +38,7 @@ def call_tool_node(settings: Settings) -> ToolNode:
         started = time.perf_counter()
         try:
             outcome = await timed(execute(request), task)
-        except TimeoutError:  # the step is out of time: it goes to `adapt`
+        except DeadlinePassed:  # the step is out of time: it goes to `adapt`
             error = timeout_text(task, settings)
             outcome = ToolMessage(
                 f"Error: {error}", tool_call_id=call["id"], name=call["name"], status="error"

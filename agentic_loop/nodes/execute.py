@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 
 from agentic_loop import events, prompts
 from agentic_loop.conversation import legacy_handover, removals, tagged, tool_call_records
-from agentic_loop.deadlines import timed, timeout_text
+from agentic_loop.deadlines import DeadlinePassed, timed, timeout_text
 from agentic_loop.models import describe_error
 from agentic_loop.replies import Reply, ask, reply_text
 from agentic_loop.settings import Settings
@@ -65,7 +65,7 @@ async def execute(state: StepTask, runtime: Runtime, *, settings: Settings) -> d
         reply = await timed(
             ask(settings.step_model, conversation, max_chars=settings.max_reply_chars), state
         )
-    except TimeoutError:
+    except DeadlinePassed:
         return failed(timeout_text(state, settings), running)
     except Exception as exc:  # any failure of the call goes to `adapt`
         return failed(describe_error(exc, settings.model), running)
