@@ -1,3 +1,9 @@
-from agentic_loop.cli import main
+import sys
+
+try:
+    from agentic_loop.cli import main
+except KeyboardInterrupt:  # a Ctrl-C while the CLI still loads
+    print("\nStopped before anything ran; nothing was stored.", file=sys.stderr)
+    sys.exit(130)
 
 main()

@@ -496,7 +496,18 @@ def main() -> None:
     # A run whose checkpoint cannot be read is reported in one line (storage.UnreadableRun);
     # LangGraph's serializer would first log a warning of its own about the stored type.
     logging.getLogger("langgraph.checkpoint.serde").setLevel(logging.ERROR)
-    app()
+    try:
+        app()
+    except SystemExit as exit:
+        # Typer turns a Ctrl-C that comes before a run is under way into a silent exit 130.
+        if exit.code == EXIT_INTERRUPTED and not _stop_said:
+            print(STOPPED_EARLY, file=sys.stderr)
+        raise
+
+
+STOPPED_EARLY = "\nStopped before anything ran; nothing was stored."
+_stop_said = False
+"""Whether the CLI has said how a stopped run can go on (or that it cannot)."""
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -674,6 +685,8 @@ class _SigtermStop:
 
 def _say_stopped(thread_id: str, db_path: Path, db_flag: str) -> None:
     """After a Ctrl-C or SIGTERM: how to carry on, or that nothing was stored to carry on."""
+    global _stop_said
+    _stop_said = True
     console = _console(stderr=True)
     if _has_checkpoint(db_path, thread_id):
         console.print(

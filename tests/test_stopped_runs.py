@@ -268,3 +268,21 @@ def test_a_cli_run_stopped_at_a_random_moment_resumes(tmp_path: Path) -> None:
         except BaseException as exc:
             raise AssertionError(f"{exc}\nrerun with {SEED_ENV}={seed}") from exc
     print(f"seed {seed}:", *outcomes, sep="\n  ")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("after", [0.05, 0.3, 0.6])
+def test_a_ctrl_c_while_the_cli_loads_says_nothing_was_stored(tmp_path: Path, after: float) -> None:
+    db = tmp_path / "runs.sqlite"
+    with OllamaTestServer(plan_or_step(PLAN)) as server:
+        proc = spawn_cli("run", "Plan a trip", "--db", str(db), "--thread", "t", host=server.url)
+        time.sleep(after)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        asked = server.chat_requests()
+    if proc.returncode == -signal.SIGINT:
+        return  # it came before Python itself was listening: nothing ran
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    if not asked:  # stopped before the run began
+        assert "Stopped before anything ran; nothing was stored." in err, err
+        assert stored_steps(db, "t") is None
