@@ -98,6 +98,33 @@ def _default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def run_cli(
+    *args: str,
+    host: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI run to its end in a process of its own, on the Ollama test server at `host`
+    (its model is the default); stdin is closed unless `input` is given."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentic_loop", *args],
+        capture_output=True,
+        encoding="utf-8",
+        env={
+            **os.environ,
+            "OLLAMA_HOST": host,
+            "AGENTIC_LOOP_MODEL": "ollama:test-model",
+            **(env or {}),
+        },
+        cwd=cwd,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+        timeout=timeout,
+    )
+
+
 def spawn_cli(
     *args: str, host: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:

@@ -5,14 +5,12 @@ without end."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 
 from agentic_loop.models import load_model
@@ -22,17 +20,6 @@ pytestmark = pytest.mark.integration
 
 PLAN = ["Pick a beach", "Book a room"]
 ENDLESS = "again and "
-
-
-def cli(*args: str, host: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OLLAMA_HOST": host},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 async def test_the_cap_is_sent_and_a_reply_stopped_at_it_is_marked(monkeypatch) -> None:
@@ -93,12 +80,12 @@ def test_a_cli_run_against_an_endless_server_ends_and_runs_again_from_a_step(
         return normal(request)
 
     with OllamaTestServer(reply) as server:
-        first = cli(
+        first = run_cli(
             "run", "Plan a trip", "--db", db, "--thread", "loop", "--max-reply-tokens", "20",
             "--json", host=server.url,
         )  # fmt: skip
         endless = False
-        again = cli("resume", "loop", "--db", db, "--from-step", "1", "--json", host=server.url)
+        again = run_cli("resume", "loop", "--db", db, "--from-step", "1", "--json", host=server.url)
 
     assert first.returncode == 1, first.stderr
     failed = json.loads(first.stdout)

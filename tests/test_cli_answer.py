@@ -4,16 +4,13 @@ test server."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANSWER_ASK, REPLAN_ASK
+from conftest import ANSWER_ASK, REPLAN_ASK, run_cli
 from ollama_server import OllamaTestServer, Reply, last_prompt, plan_or_step
 
 pytestmark = pytest.mark.integration
@@ -41,24 +38,12 @@ def trains(revision: str = "KEEP") -> Any:
     return reply
 
 
-def cli(*args: str, host: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentic_loop", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OLLAMA_HOST": host, "AGENTIC_LOOP_MODEL": "ollama:test-model"},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        **kw,
-    )
-
-
 def test_a_run_prints_its_answer_and_show_and_json_carry_it(tmp_path: Path) -> None:
     db = str(tmp_path / "runs.sqlite")
     with OllamaTestServer(trains()) as server:
-        done = cli("run", "Find a train to Lyon", "--db", db, "--thread", "t", host=server.url)
-        shown = cli("show", "t", "--db", db, host=server.url)
-        as_json = cli("show", "t", "--db", db, "--json", host=server.url)
+        done = run_cli("run", "Find a train to Lyon", "--db", db, "--thread", "t", host=server.url)
+        shown = run_cli("show", "t", "--db", db, host=server.url)
+        as_json = run_cli("show", "t", "--db", db, "--json", host=server.url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith(f"Answer\n{ANSWER}")
     assert "Find a train to Lyon: Completed 3/3 steps." in done.stdout
@@ -70,11 +55,11 @@ def test_replan_after_each_step_is_kept_with_the_run(tmp_path: Path) -> None:
     db = str(tmp_path / "runs.sqlite")
     revision = "1. Book the 9:04 train"
     with OllamaTestServer(trains(revision)) as server:
-        done = cli(
+        done = run_cli(
             "run", "Find a train to Lyon", "--db", db, "--thread", "t", "--replan",
             "after_each_step", "--max-replans", "1", "--json", host=server.url,
         )  # fmt: skip
-        shown = cli("show", "t", "--db", db, host=server.url)
+        shown = run_cli("show", "t", "--db", db, host=server.url)
         replans = [r for r in server.chat_requests() if asks(r, REPLAN_ASK)]
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -92,7 +77,7 @@ def test_bad_replan_options_are_one_line(tmp_path: Path) -> None:
         (["--max-replans", "-1"], "--max-replans must be a whole number from 0 to 1000, got '-1'"),
         (["--max-reply-tokens", "0"], "--max-reply-tokens must be a whole number from 1 to"),
     ]:
-        done = cli("run", "T", *args, "--db", str(tmp_path / "r.sqlite"), host="127.0.0.1:9")
+        done = run_cli("run", "T", *args, "--db", str(tmp_path / "r.sqlite"), host="127.0.0.1:9")
         assert done.returncode == 2, args
         assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -100,8 +85,8 @@ def test_bad_replan_options_are_one_line(tmp_path: Path) -> None:
 def test_a_run_stored_before_answers_existed_shows_an_empty_answer(tmp_path: Path) -> None:
     db = tmp_path / "old.sqlite"
     shutil.copy(TESTS / "data" / "store_v0.sqlite", db)
-    shown = cli("show", "old-finished", "--db", str(db), "--json", host="127.0.0.1:9")
-    text = cli("show", "old-finished", "--db", str(db), host="127.0.0.1:9")
+    shown = run_cli("show", "old-finished", "--db", str(db), "--json", host="127.0.0.1:9")
+    text = run_cli("show", "old-finished", "--db", str(db), host="127.0.0.1:9")
     result = json.loads(shown.stdout)
     assert result["answer"] == "" and result["status"] == "completed"
     assert [v["change"] for v in result["plan_versions"]] == []

@@ -5,11 +5,9 @@ and a store written before steps had tools."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import spawn_cli
+from conftest import run_cli, spawn_cli
 from ollama_server import STEP_LINE, OllamaTestServer, Reply, tool_messages
 
 from agentic_loop.local_model import local_model_available
@@ -69,25 +67,6 @@ def one_tool_call_per_step(
     return reply
 
 
-def cli(
-    *args: str, host: str, cwd: Path | None = None, env: dict[str, str] | None = None, **kw: Any
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentic_loop", *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "OLLAMA_HOST": host,
-            "AGENTIC_LOOP_MODEL": "ollama:test-model",
-            **(env or {}),
-        },
-        timeout=120,
-        cwd=cwd,
-        **kw,
-    )
-
-
 @pytest.fixture
 def notes(tmp_path: Path) -> Path:
     """A folder with `my_tools.py` (its `note` tool appends to `notes.txt` there)."""
@@ -100,13 +79,13 @@ def test_a_run_with_imported_tools_reports_each_call(notes: Path) -> None:
     with OllamaTestServer(reply) as server:
         db = str(notes / "runs.sqlite")
         env = {"NOTES_FILE": str(notes / "notes.txt")}
-        done = cli(
+        done = run_cli(
             "run", "Take notes", "--tools", "my_tools:TOOLS", "--db", db, "--json",
             "--thread", "t1", host=server.url, cwd=notes, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         requests = server.chat_requests()
-        shown = cli("show", "t1", "--db", db, host=server.url)
+        shown = run_cli("show", "t1", "--db", db, host=server.url)
 
     assert (notes / "notes.txt").read_text() == "n1\nn2\n"
     result = json.loads(done.stdout)
@@ -165,7 +144,7 @@ def test_sigkill_right_after_a_tool_ran_resumes_without_running_it_again(notes: 
         before = len(server.chat_requests())
 
         # From another folder: the tools come back from what the run stored.
-        done = cli("resume", "kill", "--db", db, "--json", host=server.url, env=env)
+        done = run_cli("resume", "kill", "--db", db, "--json", host=server.url, env=env)
         assert done.returncode == 0, done.stderr
         after = server.chat_requests()[before:]
 
@@ -197,7 +176,7 @@ def test_a_run_calls_a_tool_of_a_real_mcp_server(tmp_path: Path) -> None:
     )
     reply = one_tool_call_per_step(["Write it down"], "note", lambda step: {"text": "from MCP"})
     with OllamaTestServer(reply) as server:
-        done = cli(
+        done = run_cli(
             "run", "Remember this", "--mcp", str(servers), "--db", str(tmp_path / "r.sqlite"),
             "--json", host=server.url,
         )  # fmt: skip
@@ -219,7 +198,7 @@ def test_workspace_tools_write_inside_and_refuse_outside(tmp_path: Path) -> None
         lambda step: {"path": paths[step], "content": "hello"},
     )
     with OllamaTestServer(reply) as server:
-        done = cli(
+        done = run_cli(
             "run", "Write files", "--workspace", str(workspace),
             "--db", str(tmp_path / "r.sqlite"), "--json", host=server.url,
         )  # fmt: skip
@@ -249,7 +228,9 @@ def test_bad_tool_options_are_one_line_and_exit_2(
 ) -> None:
     if "--model" in args and not local_model_available():
         pytest.skip("the embedded model is not installed")
-    done = cli("run", "T", *args, "--db", str(notes / "r.sqlite"), host="127.0.0.1:9", cwd=notes)
+    done = run_cli(
+        "run", "T", *args, "--db", str(notes / "r.sqlite"), host="127.0.0.1:9", cwd=notes
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
@@ -260,7 +241,9 @@ def test_a_mcp_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
     servers = tmp_path / "servers.json"
     servers.write_text(json.dumps({"mcpServers": {"gone": {"command": "no-such-command-xyz"}}}))
     started = time.monotonic()
-    done = cli("run", "T", "--mcp", str(servers), "--db", str(tmp_path / "r.sqlite"), host="x:1")
+    done = run_cli(
+        "run", "T", "--mcp", str(servers), "--db", str(tmp_path / "r.sqlite"), host="x:1"
+    )
     assert done.returncode == 2
     assert "MCP server 'gone' (no-such-command-xyz) failed" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -270,7 +253,7 @@ def test_a_mcp_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
 def test_approve_tools_asks_in_the_terminal(notes: Path) -> None:
     reply = one_tool_call_per_step(["Note A", "Note B"], "note", lambda step: {"text": f"n{step}"})
     with OllamaTestServer(reply) as server:
-        done = cli(
+        done = run_cli(
             "run", "Take notes", "--tools", "my_tools:TOOLS", "--approve-tools", "--json",
             "--db", str(notes / "r.sqlite"), host=server.url, cwd=notes,
             env={"NOTES_FILE": str(notes / "notes.txt")},
@@ -292,12 +275,12 @@ def test_an_approval_left_unanswered_waits_and_resume_asks_again(notes: Path) ->
     db = str(notes / "r.sqlite")
     env = {"NOTES_FILE": str(notes / "notes.txt")}
     with OllamaTestServer(reply) as server:
-        first = cli(
+        first = run_cli(
             "run", "Take a note", "--tools", "my_tools:TOOLS", "--approve-tool", "note",
             "--db", db, "--thread", "wait", host=server.url, cwd=notes, env=env, input="",
         )  # fmt: skip
-        listed = cli("runs", "--db", db, host=server.url)
-        second = cli("resume", "wait", "--db", db, host=server.url, env=env, input="a\n")
+        listed = run_cli("runs", "--db", db, host=server.url)
+        second = run_cli("resume", "wait", "--db", db, host=server.url, env=env, input="a\n")
     assert first.returncode == 1
     assert "agentic-loop resume wait" in first.stderr
     assert "awaiting approval" in listed.stdout
@@ -313,11 +296,11 @@ def test_runs_stored_before_tools_existed_still_list_show_and_resume(tmp_path: P
         return Reply(f"Did step {step_in(request)}.")
 
     with OllamaTestServer(reply) as server:
-        listed = cli("runs", "--db", str(db), host=server.url)
-        shown = cli("show", "old-finished", "--db", str(db), "--json", host=server.url)
-        resumed = cli("resume", "old-stopped", "--db", str(db), "--json", host=server.url)
-        reviewed = cli("resume", "old-review", "--db", str(db), host=server.url, input="a\n")
-        drawn = cli(
+        listed = run_cli("runs", "--db", str(db), host=server.url)
+        shown = run_cli("show", "old-finished", "--db", str(db), "--json", host=server.url)
+        resumed = run_cli("resume", "old-stopped", "--db", str(db), "--json", host=server.url)
+        reviewed = run_cli("resume", "old-review", "--db", str(db), host=server.url, input="a\n")
+        drawn = run_cli(
             "graph",
             "--thread",
             "old-finished",

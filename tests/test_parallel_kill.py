@@ -9,11 +9,9 @@ reach the model again on `resume`, while the steps in flight are asked again.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import spawn_cli
+from conftest import run_cli, spawn_cli
 from langgraph.checkpoint.sqlite import SqliteSaver
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of, tool_messages
 from test_cli_tools import NOTES_TOOLS, step_in
@@ -46,18 +44,6 @@ def typed_plan(*steps: tuple[str, list[int]]) -> str:
                 for n, (description, after) in enumerate(steps, 1)
             ]
         }
-    )
-
-
-def cli(*args: str, host: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OLLAMA_HOST": host, **kw.pop("env", {})},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        **kw,
     )
 
 
@@ -150,7 +136,7 @@ def test_sigkill_with_two_steps_in_flight_redoes_only_those(tmp_path: Path) -> N
         ]
         before_resume = len(server.chat_requests())
 
-        done = cli("resume", thread, "--db", db, "--json", host=server.url)
+        done = run_cli("resume", thread, "--db", db, "--json", host=server.url)
         assert done.returncode == 0, done.stderr
         requests = server.chat_requests()
 
@@ -213,7 +199,9 @@ def test_sigkill_between_a_tool_call_and_the_next_turn_with_another_step_done(
         assert sorted(notes_file.read_text().splitlines()) == ["n1", "n2"]
         before_resume = len(server.chat_requests())
 
-        done = cli("resume", thread, "--db", db, "--json", host=server.url, cwd=tmp_path, env=env)
+        done = run_cli(
+            "resume", thread, "--db", db, "--json", host=server.url, cwd=tmp_path, env=env
+        )
         assert done.returncode == 0, done.stderr
         requests = server.chat_requests()
 

@@ -9,15 +9,13 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedChatModel, plan_text, spawn_cli
+from conftest import ScriptedChatModel, plan_text, run_cli, spawn_cli
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Durability
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
@@ -179,17 +177,6 @@ def slow(reply: Any, seconds: float) -> Any:
     return answer
 
 
-def cli(*args: str, host: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentic_loop", *args, "--model", "ollama:test-model"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OLLAMA_HOST": host},
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def stored_steps(db: Path, thread: str) -> list[str] | None:
     """The descriptions of a stored run's finished steps; None if the store has no run."""
 
@@ -242,7 +229,7 @@ def one_trial(tmp_path: Path, trial: int, rng: random.Random) -> str:
             assert not hint, f"{what}: resume command printed, nothing stored\n{err}"
             return f"{what}: exit {code}, nothing stored"
         asked_before = len(server.chat_requests())
-        done = cli("resume", thread, "--db", str(db), "--json", host=server.url)
+        done = run_cli("resume", thread, "--db", str(db), "--json", host=server.url)
         assert done.returncode == 0, f"{what}: resume failed\n{done.stderr}"
         result = json.loads(done.stdout)
         assert result["status"] == "completed", f"{what}: {result}"

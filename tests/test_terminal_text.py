@@ -6,14 +6,12 @@ real CLI, the ChatOllama client and the Ollama-protocol test server."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
 from ollama_server import STEP_LINE, OllamaTestServer, Reply, last_prompt, tool_messages
 
 from agentic_loop.cli import visible
@@ -51,18 +49,6 @@ def model(request: dict[str, Any]) -> Reply:
     return Reply(ANSWER)
 
 
-def cli(*args: str, host: str, input: str | None = None, **kw: Any) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "agentic_loop", *args],
-        capture_output=True,
-        encoding="utf-8",
-        env={**os.environ, "OLLAMA_HOST": host, "AGENTIC_LOOP_MODEL": "ollama:test-model"},
-        timeout=120,
-        input=input,
-        **kw,
-    )
-
-
 def assert_shown_as_text(done: Any) -> None:
     output = done.stdout + done.stderr
     assert RAW.search(output) is None, output
@@ -72,12 +58,12 @@ def assert_shown_as_text(done: Any) -> None:
 def test_every_command_shows_escape_sequences_as_text(tmp_path: Path) -> None:
     db = str(tmp_path / "runs.sqlite")
     with OllamaTestServer(model) as server:
-        ran = cli("run", TASK, "--thread", "t", "--db", db, host=server.url)
-        shown = cli("show", "t", "--db", db, host=server.url)
-        history = cli("show", "t", "--history", "--db", db, host=server.url)
-        drawn = cli("graph", "--thread", "t", "--format", "ascii", "--db", db, host=server.url)
-        listed = cli("runs", "--db", db, host=server.url)
-        reviewed = cli(
+        ran = run_cli("run", TASK, "--thread", "t", "--db", db, host=server.url)
+        shown = run_cli("show", "t", "--db", db, host=server.url)
+        history = run_cli("show", "t", "--history", "--db", db, host=server.url)
+        drawn = run_cli("graph", "--thread", "t", "--format", "ascii", "--db", db, host=server.url)
+        listed = run_cli("runs", "--db", db, host=server.url)
+        reviewed = run_cli(
             "run", TASK, "--thread", "r", "--review", "--db", db, host=server.url, input="a\n"
         )
 
@@ -106,9 +92,9 @@ def test_every_command_shows_escape_sequences_as_text(tmp_path: Path) -> None:
 def test_json_escapes_every_control_character_and_keeps_the_text(tmp_path: Path) -> None:
     db = str(tmp_path / "runs.sqlite")
     with OllamaTestServer(model) as server:
-        ran = cli("run", TASK, "--thread", "t", "--db", db, "--json", host=server.url)
-        shown = cli("show", "t", "--db", db, "--json", host=server.url)
-        history = cli("show", "t", "--history", "--db", db, "--json", host=server.url)
+        ran = run_cli("run", TASK, "--thread", "t", "--db", db, "--json", host=server.url)
+        shown = run_cli("show", "t", "--db", db, "--json", host=server.url)
+        history = run_cli("show", "t", "--history", "--db", db, "--json", host=server.url)
 
     for done in (ran, shown, history):
         assert done.returncode == 0, done.stderr
@@ -150,7 +136,7 @@ def test_a_tool_approval_prompt_shows_the_call_as_text(tmp_path: Path) -> None:
     (tmp_path / "note_tool.py").write_text(NOTE_TOOL)
     db = str(tmp_path / "runs.sqlite")
     with OllamaTestServer(note_once) as server:
-        done = cli(
+        done = run_cli(
             "run", "Take a note", "--tools", "note_tool:TOOLS", "--approve-tools", "--db", db,
             host=server.url, cwd=tmp_path, input="a\n",
         )  # fmt: skip
