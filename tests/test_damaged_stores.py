@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from ollama_server import OllamaTestServer, plan_or_step
 from pydantic import BaseModel
-from test_cli_answer import cli
 
 from agentic_loop.storage import StoreError, list_runs, load_run, open_store, run_serializer
 
@@ -38,7 +38,7 @@ def made_store(server: OllamaTestServer, tmp_path_factory: pytest.TempPathFactor
     """A store the CLI made: two finished runs, `first` and `second`."""
     db = tmp_path_factory.mktemp("made") / "runs.sqlite"
     for thread, task in TASKS.items():
-        done = cli("run", task, "--db", str(db), "--thread", thread, host=server.url)
+        done = run_cli("run", task, "--db", str(db), "--thread", thread, host=server.url)
         assert done.returncode == 0, done.stderr
     return db
 
@@ -98,7 +98,7 @@ def test_a_damaged_store_is_one_line_and_nothing_is_written_to_it(
     damage_a_page(store)
     os.utime(store, ns=(1_000_000_000, 1_000_000_000))
     before, asked = snapshot(store), len(server.chat_requests())
-    line = one_error_line(cli(*command, "--db", str(store), host=server.url))
+    line = one_error_line(run_cli(*command, "--db", str(store), host=server.url))
     assert f"{store} is damaged (quick_check: " in line
     recovered = store.with_name("runs-recovered.sqlite")
     assert f"`sqlite3 {store} .recover | sqlite3 {recovered}`" in line
@@ -125,7 +125,7 @@ def test_the_recovery_the_message_names_brings_the_runs_back(
     if not pipe(".recover"):
         recovered.unlink(missing_ok=True)
         assert pipe(".dump")
-    listed = cli("runs", "--db", str(recovered), host=server.url)
+    listed = run_cli("runs", "--db", str(recovered), host=server.url)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("completed") == 2
 
@@ -156,7 +156,7 @@ def test_another_programs_database_is_refused_byte_for_byte(
     conn.close()
     os.utime(foreign, ns=(1_000_000_000, 1_000_000_000))
     before = snapshot(foreign)
-    line = one_error_line(cli(*command, "--db", str(foreign), host=server.url))
+    line = one_error_line(run_cli(*command, "--db", str(foreign), host=server.url))
     assert line == (
         f"error: {foreign} is not a run store (its tables: notes, tags); "
         "pass another file with --db"
@@ -233,7 +233,7 @@ def test_runs_lists_the_others_and_marks_the_unreadable_one(
     spoiled: tuple[Path, str], server: OllamaTestServer
 ) -> None:
     db, _ = spoiled
-    done = cli("runs", "--db", str(db), host=server.url)
+    done = run_cli("runs", "--db", str(db), host=server.url)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # nor a warning from LangGraph's serializer
     rows = {line.split()[1]: line for line in done.stdout.splitlines() if "│ " in line}
@@ -255,10 +255,10 @@ def test_reading_the_unreadable_run_is_one_line(
     command: tuple[str, ...], spoiled: tuple[Path, str], server: OllamaTestServer
 ) -> None:
     db, says = spoiled
-    line = one_error_line(cli(*command, "--db", str(db), host=server.url))
+    line = one_error_line(run_cli(*command, "--db", str(db), host=server.url))
     assert line.startswith("error: run 'second' cannot be read: ")
     assert says in line
-    shown = cli("show", "first", "--db", str(db), host=server.url)
+    shown = run_cli("show", "first", "--db", str(db), host=server.url)
     assert shown.returncode == 0, shown.stderr  # the store's other runs still read
 
 
