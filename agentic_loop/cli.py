@@ -1,26 +1,24 @@
 """The `agentic-loop` command: run, resume, list and show stored runs, draw the graph.
 
-Heavy libraries (LangGraph, LangChain, the model clients) load inside the commands,
-so `agentic-loop --help` answers at once.
+It parses arguments and prints; the runs themselves go through `agentic_loop.service`,
+and the terminal output is `agentic_loop.terminal`'s. Heavy libraries (LangGraph,
+LangChain, the model clients) load inside the commands, so `agentic-loop --help` answers
+at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
-import re
 import signal
 import sys
-import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from agentic_loop.events import one_line
@@ -32,7 +30,6 @@ from agentic_loop.models import (
     SPEC_HELP,
 )
 from agentic_loop.settings import (
-    CHARS_PER_TOKEN,
     DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_REPLANS,
     DEFAULT_MAX_STEPS,
@@ -47,13 +44,11 @@ from agentic_loop.settings import (
     MOST_TOOL_CALLS,
     default_max_steps,
 )
+from agentic_loop.terminal import TerminalProgress, console, to_json, visible
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-    from rich.text import Text
-
+    from agentic_loop.service import Outcome, RunRequest, RunService
     from agentic_loop.state import AgenticResult
-    from agentic_loop.storage import RunOptions, StoredRun
 
 app = typer.Typer(
     help="A plan-and-execute agent loop on LangGraph: plan a task, run its steps, "
@@ -82,9 +77,10 @@ ModelOption = Annotated[
     ),
 ]
 DbOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--db",
+        metavar="PATH",
         help="SQLite file of stored runs. "
         "Default: $AGENTIC_LOOP_DB, else ~/.local/share/agentic-loop/runs.sqlite.",
     ),
@@ -119,11 +115,12 @@ class GraphFormat(StrEnum):
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
 _Number = TypeVar("_Number", int, float)
+_T = TypeVar("_T")
 
 
 def _limit(
@@ -311,6 +308,7 @@ def run(
     ] = None,
 ) -> None:
     """Plan TASK into steps, run them with live progress, and print the answer."""
+    from agentic_loop.service import RunRequest
     from agentic_loop.step_tools import ToolOptions, ToolSetupError
     from agentic_loop.storage import RunOptions
 
@@ -332,8 +330,6 @@ def run(
         _fail(str(exc))
     if (approve_tools or approve_tool) and not tool_options:
         _fail("--approve-tools and --approve-tool need tools: add --tools, --mcp or --workspace")
-    thread_id = thread or f"run-{uuid.uuid4().hex[:8]}"
-    graph_input = {"task": task, "max_steps": steps, "review_plan": review}
     options = RunOptions(
         tools=tool_options,
         approve_tools=tuple(approve_tool or ()),
@@ -346,16 +342,16 @@ def run(
         max_seconds=seconds,
         max_tokens=tokens,
     )
-    _drive(
-        thread_id,
-        graph_input,
-        model,
-        db,
-        json_out,
-        seconds_per_reply,
+    request = RunRequest(
+        task=task,
+        model=model,
+        max_steps=steps,
+        review_plan=review,
         options=options,
-        approve_all=approve_tools,
+        approve_all_tools=approve_tools,
+        thread_id=thread,
     )
+    _drive(db, json_out, seconds_per_reply, request=request)
 
 
 @app.command()
@@ -381,33 +377,19 @@ def resume(
     seconds_per_reply = _timeout(timeout)
     step = _limit("--from-step", from_step, int, MOST_STEPS)
     _check_max_steps_env()
-    _drive(thread_id, None, model, db, json_out, seconds_per_reply, from_step=step)
+    _drive(db, json_out, seconds_per_reply, thread_id=thread_id, model=model, from_step=step)
 
 
 @app.command()
 def runs(db: DbOption = None) -> None:
     """List stored runs, most recent first."""
-    from rich.table import Table
+    from agentic_loop.terminal import print_runs
 
-    from agentic_loop.storage import list_runs
-
-    stored = _with_store(db, list_runs)
+    stored = _with_service(db, lambda service: service.runs())
     if not stored:
-        _console().print(f"No stored runs in {_db_path(db)}.")
+        console().print(f"No stored runs in {_location(db)}.")
         return
-    table = Table("thread", "task", "status", "steps", "tokens", "updated")
-    for column in table.columns:  # in a narrow terminal only the task wraps
-        column.no_wrap = column.header != "task"
-    for item in stored:
-        table.add_row(
-            escape(visible(item.thread_id, lines=False)),
-            escape(one_line(item.task, 60)),
-            item.status,
-            f"{sum(step.status != 'skipped' for step in item.steps)}/{len(item.plan)}",
-            _count(item.result.tokens_in + item.result.tokens_out) if item.result else "",
-            item.updated_at[:19].replace("T", " "),
-        )
-    _console().print(table)
+    print_runs(console(), stored)
 
 
 @app.command()
@@ -423,14 +405,12 @@ def show(
     ] = False,
 ) -> None:
     """Print one stored run: its task, status, steps and results."""
-    from agentic_loop.storage import load_run
+    from agentic_loop.terminal import print_run
 
     if history:
         _show_history(thread_id, db, json_out)
         return
-    stored = _with_store(db, lambda saver: load_run(saver, thread_id))
-    if stored is None:
-        _unknown_thread(thread_id, db)
+    stored = _with_service(db, lambda service: service.run(thread_id))
     if json_out:
         payload = (
             stored.result.model_dump()
@@ -443,9 +423,9 @@ def show(
                 "steps": [step.model_dump() for step in stored.steps],
             }
         )
-        typer.echo(_to_json(payload))
+        typer.echo(to_json(payload))
         return
-    _print_run(_console(), stored)
+    print_run(console(), stored)
 
 
 @app.command()
@@ -487,7 +467,7 @@ def graph(
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     what = f"run {thread}" if thread else "graph"
-    _console().print(f"Wrote the {what} as {format.value} to {output}", highlight=False)
+    console().print(f"Wrote the {what} as {format.value} to {output}", highlight=False)
 
 
 def main() -> None:
@@ -513,32 +493,32 @@ _stop_said = False
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _db_path(db: Path | None) -> Path:
+def _location(db: str | None) -> Any:
     from agentic_loop.storage import default_db_path
 
-    return db.expanduser() if db else default_db_path()
+    return Path(db).expanduser() if db else default_db_path()
 
 
-def _with_store(db: Path | None, action: Any) -> Any:
-    """Open the store for reading, run `action(saver)`, and turn store errors into one line."""
-    from agentic_loop.storage import StoreError, open_store
+def _with_service(db: str | None, action: Callable[[RunService], Awaitable[_T]]) -> _T:
+    """Open the store for reading, run `action(service)`, and turn refusals into one line."""
+    from agentic_loop.service import RunService, ServiceError, StoreError
 
-    async def go() -> Any:
-        async with open_store(_db_path(db), read_only=True) as saver:
-            return await action(saver)
+    async def go() -> _T:
+        async with RunService.open(_location(db), read_only=True) as service:
+            return await action(service)
 
     try:
         return asyncio.run(go())
-    except StoreError as exc:
+    except (ServiceError, StoreError) as exc:
         _fail(str(exc))
 
 
 def _draw_graph(format: GraphFormat) -> str | bytes:
     """The graph's shape in `format`; the ASCII drawing lists self-loops below it."""
-
     from agentic_loop.drawing import graph_picture, render
+    from agentic_loop.service import graph_shape
 
-    compiled = _shape()
+    compiled = graph_shape()
     drawing = compiled.get_graph()
     if format is GraphFormat.mermaid:
         return drawing.draw_mermaid()
@@ -548,14 +528,11 @@ def _draw_graph(format: GraphFormat) -> str | bytes:
     return picture.source if format is GraphFormat.dot else render(picture, _image(format))
 
 
-def _draw_run(thread_id: str, db: Path | None, format: GraphFormat) -> str | bytes:
+def _draw_run(thread_id: str, db: str | None, format: GraphFormat) -> str | bytes:
     """The stored run's steps in `format`: Mermaid, terminal text, or a Graphviz picture."""
     from agentic_loop.drawing import render, run_mermaid, run_picture, run_text
-    from agentic_loop.storage import load_run
 
-    stored = _with_store(db, lambda saver: load_run(saver, thread_id))
-    if stored is None:
-        _unknown_thread(thread_id, db)
+    stored = _with_service(db, lambda service: service.run(thread_id))
     if format is GraphFormat.mermaid:
         return run_mermaid(stored)
     if format is GraphFormat.ascii:
@@ -568,77 +545,52 @@ def _image(format: GraphFormat) -> Literal["png", "svg"]:
     return "png" if format is GraphFormat.png else "svg"
 
 
-def _unknown_thread(thread_id: str, db: Path | None) -> NoReturn:
-    _fail(f"no run with thread id {thread_id!r} in {_db_path(db)}; `agentic-loop runs` lists them")
-
-
 def _drive(
-    thread_id: str,
-    graph_input: dict[str, Any] | None,
-    model_spec: str | None,
-    db: Path | None,
+    db: str | None,
     json_out: bool,
     timeout: float,
     *,
+    request: RunRequest | None = None,
+    thread_id: str = "",
+    model: str | None = None,
     from_step: int | None = None,
-    options: RunOptions | None = None,
-    approve_all: bool = False,
 ) -> None:
-    """Start (`graph_input` given), resume, or re-run from a step, show progress, and exit
-    with the run's status. `options` are a new run's (`approve_all`: every tool call waits
-    for approval); a stored run keeps those it started with."""
-    from agentic_loop.step_tools import ToolSetupError
-    from agentic_loop.storage import RunOptions, StoreError, load_run, open_store
+    """Start `request`, or resume `thread_id` (from step `from_step` if given), show its
+    progress, and exit with its status."""
+    from agentic_loop.service import Hooks, RunService, ServiceError, StoreError, new_thread_id
+    from agentic_loop.terminal import ask_approval, ask_review
 
-    db_path = _db_path(db)
-    db_flag = f" --db {db_path}" if db else ""
-    display = TerminalProgress(_console(stderr=json_out))
+    if request is not None:
+        thread_id = request.thread_id or new_thread_id()
+        request = dataclasses.replace(request, thread_id=thread_id)
+    location = _location(db)
+    db_flag = f" --db {location}" if db else ""
+    display = TerminalProgress(console(stderr=json_out))
+    hooks = Hooks(
+        progress=display,
+        review=ask_review(display),
+        approve=ask_approval(display),
+        starting=display.starting,
+    )
     stop = _SigtermStop()
 
-    async def go() -> tuple[AgenticResult, bool]:
-        """The run's result, and whether it had already finished."""
+    async def go() -> Outcome:
         stop.task = asyncio.current_task()
-        async with open_store(db_path) as saver:
-            stored = await load_run(saver, thread_id)
-            if graph_input is not None and stored is not None:
-                _fail(
-                    f"thread {thread_id!r} already holds a run; resume it with "
-                    f"`agentic-loop resume {thread_id}` or pick another --thread"
-                )
-            from_planning = False
-            if graph_input is None:
-                if stored is None:
-                    _unknown_thread(thread_id, db)
-                # Planning failed or the plan was rejected: resuming plans again.
-                from_planning = stored.result is not None and not stored.steps
-                if stored.result is not None and not from_planning and from_step is None:
-                    return stored.result, True
-            spec = model_spec or (stored.model if stored else None)
-            run_options = stored.options if stored else options or RunOptions()
-            result = await _stream(
-                saver,
-                thread_id,
-                graph_input,
-                spec,
-                timeout,
-                display,
-                None if from_planning else from_step,
-                from_planning,
-                run_options,
-                approve_all,
-            )
-            return result, False
+        async with RunService.open(location, reply_timeout=timeout) as service:
+            if request is not None:
+                return await service.start(request, hooks)
+            return await service.resume(thread_id, hooks, model=model, from_step=from_step)
 
     try:
         with stop:
-            result, already_finished = asyncio.run(go())
-    except (StoreError, ToolSetupError, ValueError) as exc:  # a bad store, model, tool or setting
+            outcome = asyncio.run(go())
+    except (ServiceError, StoreError) as exc:
         _fail(str(exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError) and not stop.received:
             raise
         display.stop()
-        _say_stopped(thread_id, db_path, db_flag)
+        _say_stopped(thread_id, location, db_flag)
         raise typer.Exit(EXIT_TERMINATED if stop.received else EXIT_INTERRUPTED) from None
     except EOFError:  # stdin ended before the plan review was answered
         _fail(
@@ -649,13 +601,14 @@ def _drive(
     finally:
         display.stop()
 
-    if already_finished:
-        _console(stderr=json_out).print(
-            f"Run {thread_id} already finished ({result.status}); nothing to resume. "
+    assert outcome.result is not None  # the terminal answers every question
+    if outcome.already_finished:
+        console(stderr=json_out).print(
+            f"Run {thread_id} already finished ({outcome.result.status}); nothing to resume. "
             f"To run it again from step K: agentic-loop resume {thread_id} --from-step K",
             highlight=False,
         )
-    _report(result, json_out)
+    _report(outcome.result, json_out)
 
 
 class _SigtermStop:
@@ -683,34 +636,33 @@ class _SigtermStop:
         task.get_loop().call_soon_threadsafe(task.cancel)
 
 
-def _say_stopped(thread_id: str, db_path: Path, db_flag: str) -> None:
+def _say_stopped(thread_id: str, location: Any, db_flag: str) -> None:
     """After a Ctrl-C or SIGTERM: how to carry on, or that nothing was stored to carry on."""
     global _stop_said
     _stop_said = True
-    console = _console(stderr=True)
-    if _has_checkpoint(db_path, thread_id):
-        console.print(
+    if _has_run(location, thread_id):
+        console(stderr=True).print(
             "\nStopped. Finished steps are stored; carry on with: "
             f"agentic-loop resume {thread_id}{db_flag}",
             highlight=False,
         )
     else:
-        console.print(
+        console(stderr=True).print(
             f"\nStopped before run {thread_id} was stored; nothing to resume.", highlight=False
         )
 
 
-def _has_checkpoint(db_path: Path, thread_id: str) -> bool:
+def _has_run(location: Any, thread_id: str) -> bool:
     """Whether the store holds a checkpoint of `thread_id` (True if it cannot be read: the
     resume command then reports why)."""
-    from agentic_loop.storage import StoreError, load_run, open_store
+    from agentic_loop.service import RunService, StoreError
 
-    if not db_path.exists():
+    if isinstance(location, Path) and not location.exists():
         return False
 
     async def look() -> bool:
-        async with open_store(db_path, read_only=True) as saver:
-            return await load_run(saver, thread_id) is not None
+        async with RunService.open(location, read_only=True) as service:
+            return await service.find(thread_id) is not None
 
     try:
         return asyncio.run(look())
@@ -718,462 +670,29 @@ def _has_checkpoint(db_path: Path, thread_id: str) -> bool:
         return True
 
 
-async def _stream(
-    saver: Any,
-    thread_id: str,
-    graph_input: dict[str, Any] | None,
-    model_spec: str | None,
-    timeout: float,
-    display: TerminalProgress,
-    from_step: int | None,
-    from_planning: bool,
-    options: RunOptions,
-    approve_all: bool,
-) -> AgenticResult:
-    """Run the graph from `graph_input`, or resume it: from where it stopped, or as a new
-    branch from step `from_step` or from planning."""
-    from agentic_loop.events import ProgressRelay
-    from agentic_loop.graph import create_agentic_loop
-    from agentic_loop.history import fork_from_step, planning_point
-    from agentic_loop.models import check_ollama, load_model, model_spec_from_env, resolve_spec
-    from agentic_loop.runner import stream_run
-    from agentic_loop.step_tools import load_tools
+def _show_history(thread_id: str, db: str | None, json_out: bool) -> None:
+    from agentic_loop.terminal import print_history
 
-    config: Any = {"configurable": {"thread_id": thread_id}}
-    if from_step is not None or from_planning:  # checked before the model loads
-        shape = _shape(saver)
-        if from_step is not None:
-            point = await fork_from_step(shape, thread_id, from_step)
-        else:
-            point = await planning_point(shape, thread_id)
-        config["configurable"]["checkpoint_id"] = point.checkpoint_id
-    spec = resolve_spec(model_spec or model_spec_from_env())
-    step_tools = await load_tools(options.tools)
-    if approve_all:
-        options = dataclasses.replace(options, approve_tools=tuple(t.name for t in step_tools))
-    graph = create_agentic_loop(
-        load_model(spec, timeout_s=timeout, reply_tokens=options.reply_tokens),
-        checkpointer=saver,
-        tools=step_tools,
-        approve_tools=options.approve_tools,
-        max_tool_calls=options.max_tool_calls,
-        replan=options.replan,
-        max_replans=options.max_replans,
-        max_reply_chars=CHARS_PER_TOKEN * options.reply_tokens,
-        max_parallel=options.max_parallel,
-        step_timeout=options.step_timeout,
-        max_seconds=options.max_seconds,
-        max_tokens=options.max_tokens,
-    )
-    if spec.startswith("ollama:"):  # a run that cannot start is not stored as failed
-        check_ollama(spec.partition(":")[2])
-    display.console.print(
-        f"[dim]model {escape(spec)} · thread {escape(visible(thread_id, lines=False))}[/]",
-        highlight=False,
-    )
-    if step_tools:
-        names = ", ".join(t.name for t in step_tools)
-        display.console.print(f"[dim]tools {escape(names)}[/]", highlight=False)
-    if from_step is not None or from_planning:
-        where = f"from step {from_step}" if from_step is not None else "from planning"
-        display.console.print(
-            f"Running again {where}, as a new branch; the earlier one stays "
-            f"in `agentic-loop show {thread_id} --history`.",
-            highlight=False,
-        )
-    config["metadata"] = {"model": spec, **options.to_metadata()}
-    relay = ProgressRelay(broadcaster=display)
-    return await stream_run(
-        graph,
-        graph_input,
-        config,
-        relay,
-        review=_ask_review(display),
-        approve=_ask_approval(display),
-    )
-
-
-def _shape(checkpointer: Any = None) -> Any:
-    """The graph over a stand-in model, for graphs that are drawn or read but never run.
-    Its step limit is set, so that $AGENTIC_LOOP_MAX_STEPS plays no part."""
-    from langchain_core.runnables import RunnableLambda
-
-    from agentic_loop.graph import create_agentic_loop
-
-    stand_in = RunnableLambda(lambda messages: messages)
-    return create_agentic_loop(stand_in, checkpointer=checkpointer, max_steps=DEFAULT_MAX_STEPS)
-
-
-def _ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
-    """Asks in the terminal whether to approve, edit or reject a plan."""
-
-    def ask(request: dict[str, Any]) -> Any:
-        display.stop()
-        console = display.console
-        if display.plan_shown != request["steps"]:
-            display.show_plan(request["steps"])
-        if request.get("problem"):
-            console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
-        while True:
-            question = "Run this plan? [a]pprove, [e]dit, [r]eject (a): "
-            choice = _ask(console, question)
-            choice = choice.strip().lower() or "a"
-            if choice in ("a", "approve", "y", "yes"):
-                return "approve"
-            if choice in ("e", "edit"):
-                console.print(
-                    f"Type the new steps (at most {request['max_steps']}), one per line; "
-                    "an empty line ends the list.",
-                    highlight=False,
-                )
-                steps: list[str] = []
-                while line := _ask(console, f"{len(steps) + 1}. ").strip():
-                    steps.append(_NUMBERING.sub("", line))
-                return steps
-            if choice in ("r", "reject", "n", "no"):
-                return {"action": "reject", "reason": _ask(console, "Why? (optional): ")}
-            console.print("Answer a, e or r.", highlight=False)
-
-    return ask
-
-
-_NUMBERING = re.compile(r"^\d+[.)]\s*")
-
-
-def _ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
-    """Asks in the terminal whether a tool call may run."""
-
-    def ask(request: dict[str, Any]) -> Any:
-        display.stop()
-        console = display.console
-        args = json.dumps(request["args"], ensure_ascii=False)
-        console.print(
-            f"Step {request['step']} wants to call [bold]{escape(request['tool'])}[/] "
-            f"with {escape(args)}",
-            highlight=False,
-        )
-        if request.get("problem"):
-            console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
-        while True:
-            question = "Allow this call? [a]pprove, [e]dit, [r]eject (a): "
-            choice = _ask(console, question).strip().lower() or "a"
-            if choice in ("a", "approve", "y", "yes"):
-                return "approve"
-            if choice in ("e", "edit"):
-                text = _ask(console, "New arguments, as a JSON object on one line: ")
-                try:
-                    edited = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    console.print(f"Not JSON ({exc.msg}); try again.", highlight=False)
-                    continue
-                return {"action": "edit", "args": edited}
-            if choice in ("r", "reject", "n", "no"):
-                return {"action": "reject", "reason": _ask(console, "Why? (optional): ")}
-            console.print("Answer a, e or r.", highlight=False)
-
-    return ask
-
-
-def _show_history(thread_id: str, db: Path | None, json_out: bool) -> None:
-    from agentic_loop.history import run_history
-    from agentic_loop.storage import load_run
-
-    async def read(saver: Any) -> Any:
-        stored = await load_run(saver, thread_id)
-        if stored is None:
-            return None, []
-        return stored, await run_history(_shape(saver), thread_id)
-
-    stored, checkpoints = _with_store(db, read)
-    if stored is None:
-        _unknown_thread(thread_id, db)
+    stored, checkpoints = _with_service(db, lambda service: service.history(thread_id))
     if json_out:
         rows = [
             {key: value for key, value in vars(point).items() if key != "config"}
             for point in checkpoints
         ]
-        typer.echo(_to_json(rows))
+        typer.echo(to_json(rows))
         return
-    from rich import box
-    from rich.table import Table
-
-    # Narrow enough for 80 columns; --json has each checkpoint's id as well.
-    table = Table(box=box.SIMPLE_HEAD)
-    for heading in ("", "steps done", "next", "source", "created (UTC)"):
-        table.add_column(heading, no_wrap=True)
-    for point in checkpoints:
-        table.add_row(
-            "●" if point.on_current_branch else "",
-            str(point.steps_done),
-            ", ".join(point.next) or "(end)",
-            point.source,
-            point.created_at[:19].replace("T", " "),
-        )
-    console = _console()
-    console.print(
-        f"[bold]{escape(stored.task)}[/] · thread {escape(visible(stored.thread_id, lines=False))}",
-        highlight=False,
-    )
-    console.print(table)
-    console.print(
-        "● marks the current branch. Run again from step K with: "
-        f"agentic-loop resume {stored.thread_id} --from-step K",
-        highlight=False,
-    )
+    print_history(console(), stored, checkpoints)
 
 
 def _report(result: AgenticResult, json_out: bool) -> None:
-    style = {"completed": "green", "partial": "yellow", "failed": "red"}[result.status]
+    from agentic_loop.terminal import json_text, print_result
+
     if json_out:
-        typer.echo(_json_text(result.model_dump_json(indent=2)))
+        typer.echo(json_text(result.model_dump_json(indent=2)))
     # With --json the summary and the answer go to stderr, beside the progress.
-    console = _console(stderr=json_out)
-    console.print(f"[bold {style}]{result.status}[/] {escape(result.summary)}", highlight=False)
-    if result.answer:
-        console.print("\n[bold]Answer[/]", highlight=False)
-        console.print(result.answer, highlight=False, markup=False)
+    print_result(console(stderr=json_out), result)
     failures = [step for step in result.steps if step.status == "failed"]
     if result.status == "failed" and failures:
         _fail(f"step {failures[-1].step_num} {failures[-1].result}", code=1)
     if result.status != "completed":
         raise typer.Exit(1)
-
-
-def _print_run(console: Console, stored: StoredRun) -> None:
-    from agentic_loop.drawing import format_duration
-
-    console.print(f"[bold]{escape(stored.task)}[/]", highlight=False)
-    console.print(
-        f"thread {escape(visible(stored.thread_id, lines=False))} · {stored.status} · "
-        f"updated {stored.updated_at[:19]}",
-        highlight=False,
-    )
-    if stored.result:
-        console.print(stored.result.summary, highlight=False, markup=False)
-        if spent := _spent(stored.result, stored.options):
-            console.print(spent, highlight=False, markup=False)
-    if len(stored.plan_versions) > 1:
-        console.print("\n[bold]Plan versions[/]", highlight=False)
-        for number, version in enumerate(stored.plan_versions, 1):
-            when = f"after step {version.after_step}" if version.after_step else "first"
-            console.print(
-                f"  {number}. {version.change} ({when}): "
-                f"{escape(one_line('; '.join(version.steps), 160))}",
-                highlight=False,
-            )
-    done = {step.step_num: step for step in stored.steps}
-    for number, description in enumerate(stored.plan, 1):
-        step = done.get(number)
-        if step is None:
-            waiting = "not run" if stored.result else "pending"  # a finished run ran no more
-            console.print(
-                f"\n[dim]{number}. {escape(visible(description, lines=False))} — {waiting}[/]",
-                highlight=False,
-            )
-            continue
-        cut = " [yellow](cut short at its length cap)[/]" if step.cut_short else ""
-        facts: list[str] = [step.status]
-        if step.status != "skipped":  # a skipped step took no time
-            facts.append(format_duration(step.duration_ms))
-        if step.tokens_in or step.tokens_out:
-            facts.append(_tokens(step.tokens_in, step.tokens_out))
-        console.print(
-            f"\n[bold]{number}. {escape(visible(description, lines=False))}[/] — "
-            f"{', '.join(facts)}{cut}",
-            highlight=False,
-        )
-        if step.status == "adapted" and step.failure:
-            console.print(f"  [yellow]failed first:[/] {escape(step.failure)}", highlight=False)
-        for call in step.tool_calls:
-            console.print(
-                f"  [magenta]⚒[/] {escape(call.tool)} {escape(one_line(_to_json(call.args), 100))}"
-                f" → {call.status}, {call.duration_ms} ms: {escape(one_line(call.result, 100))}",
-                highlight=False,
-            )
-        console.print(step.result, highlight=False, markup=False)
-    if stored.result and stored.result.answer:
-        console.print("\n[bold]Answer[/]", highlight=False)
-        console.print(stored.result.answer, highlight=False, markup=False)
-
-
-def _count(number: int) -> str:
-    """`950`, `1.2k`, `35k`, `1.2M`: a count short enough for a table column."""
-    for size, unit in ((1_000_000, "M"), (1_000, "k")):
-        if number >= size:
-            scaled = number / size
-            return f"{scaled:.1f}{unit}" if scaled < 10 else f"{scaled:.0f}{unit}"
-    return str(number)
-
-
-def _tokens(tokens_in: int, tokens_out: int) -> str:
-    return f"{tokens_in} token{'s' if tokens_in != 1 else ''} in, {tokens_out} out"
-
-
-def _spent(result: AgenticResult, options: RunOptions) -> str:
-    """`"120 tokens in, 300 out; the max_tokens budget (400) ran out"`: what the run's model
-    calls used and the budget that ended it, each when known."""
-    parts = []
-    if result.tokens_in or result.tokens_out:
-        parts.append(_tokens(result.tokens_in, result.tokens_out))
-    if result.budget_spent == "max_seconds":
-        limit = f" ({options.max_seconds:g} s)" if options.max_seconds else ""
-        parts.append(f"the max_seconds budget{limit} ran out")
-    elif result.budget_spent == "max_tokens":
-        limit = f" ({options.max_tokens})" if options.max_tokens else ""
-        parts.append(f"the max_tokens budget{limit} ran out")
-    return "; ".join(parts)
-
-
-class TerminalProgress:
-    """Shows progress events as lines and a progress bar (a broadcaster for `ProgressRelay`)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.plan_shown: list[str] | None = None
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-
-    async def broadcast(self, event: str, data: dict[str, Any]) -> None:
-        from agentic_loop import events
-        from agentic_loop.drawing import MARKS, format_duration
-
-        print_line = self._bar.console.print if self._bar else self.console.print
-        if event == events.PLAN_READY:
-            self.show_plan(data["steps"])
-        elif event == events.PLAN_REVIEWED:
-            print_line(f"Plan {data['review']}.", highlight=False)
-            if data["review"] == "edited":
-                self.show_plan(data["steps"], heading=False)
-        elif event == events.STEP_STARTED:
-            print_line(
-                f"[cyan]→[/] step {data['step']}/{data['total']}: "
-                f"{escape(visible(data['description'], lines=False))}",
-                highlight=False,
-            )
-            self._start_bar(data["total"], completed=data["step"] - 1)
-        elif event == events.STEP_COMPLETE:
-            took = format_duration(data["duration_ms"])
-            self._step_ended(
-                f"[green]✓[/] step {data['step']}: {escape(one_line(data['result'], 100))} "
-                f"[dim]({took})[/]"
-            )
-        elif event == events.STEP_ADAPTED:  # the other way it took, then why
-            self._step_ended(
-                f"[yellow]↻ adapted[/] step {data['step']}: "
-                f"{escape(one_line(data['adaptation'], 100))} "
-                f"[dim](it failed first: {escape(one_line(data['error'], 100))})[/]"
-            )
-        elif event == events.STEP_FAILED:
-            self._step_ended(
-                f"[red]✗ failed[/] step {data['step']}: {escape(one_line(data['error'], 100))}"
-            )
-        elif event == events.STEP_SKIPPED:
-            self._step_ended(
-                f"[dim]{MARKS['skipped']} skipped[/] step {data['step']}: "
-                f"{escape(one_line(data['reason'], 100))}"
-            )
-        elif event == events.TOOL_CALLED:
-            print_line(
-                f"  [magenta]⚒[/] {escape(data['tool'])} {escape(one_line(data['args'], 100))}",
-                highlight=False,
-            )
-        elif event == events.TOOL_RESULT:
-            mark = "[green]↳[/]" if data["status"] == "success" else f"[red]↳ {data['status']}[/]"
-            print_line(
-                f"    {mark} {escape(one_line(data['result'], 100))} "
-                f"[dim]({data['duration_ms']} ms)[/]",
-                highlight=False,
-            )
-        elif event == events.PLAN_REVISED:
-            self.stop()
-            change = "ends here" if data["change"] == "done" else "revised"
-            print_line(f"[bold]Plan {change}[/] after step {data['after_step']}", highlight=False)
-            if data["change"] != "done":
-                self.show_plan(data["steps"], heading=False)
-        elif event == events.TASK_COMPLETE:
-            self.stop()
-
-    def _step_ended(self, line: str) -> None:
-        """Print how a step ended, and count it done: steps side by side end in any order."""
-        print_line = self._bar.console.print if self._bar else self.console.print
-        print_line(line, highlight=False)
-        if self._bar is not None and self._task is not None:
-            self._bar.advance(self._task)
-
-    def show_plan(self, steps: list[str], heading: bool = True) -> None:
-        print_line = self._bar.console.print if self._bar else self.console.print
-        if heading:
-            count = f"{len(steps)} step{'s' if len(steps) != 1 else ''}"
-            print_line(f"[bold]Plan[/] ({count})", highlight=False)
-        for number, step in enumerate(steps, 1):
-            print_line(f"  {number}. {visible(step, lines=False)}", highlight=False, markup=False)
-        self.plan_shown = steps
-
-    def _start_bar(self, total: int, completed: int = 0) -> None:
-        if self._bar is not None:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self._bar = Progress(
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._task = self._bar.add_task("steps", total=total, completed=completed)
-        self._bar.start()
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def _ask(console: Console, question: str) -> str:
-    """One line of input. From a pipe the answer is not echoed, so end the prompt's line."""
-    answer = console.input(question, markup=False)
-    if not sys.stdin.isatty():
-        console.print()
-    return answer
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-"""Control characters but newline and tab (C0, DEL and C1): a terminal acts on them
-rather than showing them."""
-_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def visible(text: str, *, lines: bool = True) -> str:
-    """`text` with its control characters written out (`\\x1b`, `\\x07`), so that text from
-    a model or a user is shown as text: no escape sequence in it sets the terminal's title,
-    colours its output or moves its cursor. Newlines and tabs stay if `lines` (`\\r\\n`
-    is a newline); without, they are written out too, for text that must stay on one line.
-    """
-    text = text.replace("\r\n", "\n")
-    control = _CONTROL if lines else _CONTROL_OR_BREAK
-    return control.sub(lambda char: f"\\x{ord(char[0]):02x}", text)
-
-
-class _VisibleConsole(Console):
-    """A console that shows the control characters of what it prints (see `visible`):
-    every string it prints, as a line, a table cell or a prompt, goes through `render_str`.
-    """
-
-    def render_str(self, text: str, **options: Any) -> Text:
-        return super().render_str(visible(text), **options)
-
-
-def _console(stderr: bool = False) -> Console:
-    # soft_wrap: a message stays one line however narrow the terminal (or pipe) is.
-    return _VisibleConsole(stderr=stderr, soft_wrap=True)
-
-
-def _to_json(payload: Any) -> str:
-    return _json_text(json.dumps(payload, indent=2, ensure_ascii=False))
-
-
-def _json_text(text: str) -> str:
-    """JSON with DEL and C1 control characters written as `\\u` escapes too: `json.dumps`
-    and pydantic escape only those below 0x20, and some terminals act on C1 ones."""
-    return _CONTROL.sub(lambda char: f"\\u{ord(char[0]):04x}", text)

@@ -16,8 +16,9 @@ import pytest
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 from typer.testing import CliRunner
 
-from agentic_loop.cli import _count, app
+from agentic_loop.cli import app
 from agentic_loop.storage import RunOptions, load_run, open_store
+from agentic_loop.terminal import short_count
 
 pytestmark = pytest.mark.integration
 
@@ -232,4 +233,4 @@ def test_runs_stored_before_the_limits_read_with_defaults() -> None:
     [(0, "0"), (950, "950"), (1234, "1.2k"), (35_400, "35k"), (1_250_000, "1.2M")],
 )
 def test_token_counts_are_short_in_the_runs_table(number: int, shown: str) -> None:
-    assert _count(number) == shown
+    assert short_count(number) == shown
