@@ -9,6 +9,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agentic_loop.compose import add_agentic_loop
     from agentic_loop.graph import build_graph, create_agentic_loop
     from agentic_loop.models import load_model
     from agentic_loop.runner import run_agentic_loop
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from agentic_loop.tools import BackgroundRuns
 
 _EXPORTS = {
+    "add_agentic_loop": "agentic_loop.compose",
     "build_graph": "agentic_loop.graph",
     "create_agentic_loop": "agentic_loop.graph",
     "load_model": "agentic_loop.models",
@@ -43,6 +45,7 @@ __all__ = [
     "AgenticStep",
     "BackgroundRuns",
     "PlanReview",
+    "add_agentic_loop",
     "build_graph",
     "checkpointer",
     "create_agentic_loop",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from conftest import BlockingAt, ScriptedChatModel, plan_text
@@ -13,8 +13,9 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
 from agentic_loop import events
+from agentic_loop.compose import add_agentic_loop
 from agentic_loop.graph import build_graph
-from agentic_loop.state import AgenticInput, AgenticOutput
+from agentic_loop.state import AgenticInput, AgenticOutput, AgenticResult
 from agentic_loop.storage import open_store
 
 
@@ -128,3 +129,52 @@ async def test_a_parent_without_a_task_gets_a_message_saying_how_to_give_one() -
     parent.add_edge(START, "loop")
     with pytest.raises(ValueError, match=r"the loop's input has no `task`: give the parent"):
         await parent.compile().ainvoke({"messages": [("user", "Plan a trip")]})
+
+
+class OwnNames(TypedDict, total=False):
+    """A parent that calls the loop's task and result by names of its own."""
+
+    request: str
+    outcome: AgenticResult
+
+
+def own_names_parent(model: Runnable, **loop_settings: Any) -> StateGraph:
+    builder = StateGraph(OwnNames)
+    loop = build_graph(model, **loop_settings).compile()
+    add_agentic_loop(builder, loop, task_key="request", result_key="outcome")
+    builder.add_edge(START, "agentic_loop")
+    builder.add_edge("agentic_loop", END)
+    return builder
+
+
+async def test_a_parent_without_a_result_key_is_told_so_when_the_loop_is_added() -> None:
+    class TaskOnly(TypedDict):
+        task: str
+
+    loop = build_graph(ScriptedChatModel(script=[])).compile()
+    with pytest.raises(ValueError, match=r"no 'result' key for the loop's result: add `result: "):
+        add_agentic_loop(StateGraph(TaskOnly), loop)
+    with pytest.raises(ValueError, match=r"no 'task' key for the loop's task"):
+        add_agentic_loop(StateGraph(MessagesState), loop)
+
+
+async def test_the_loop_reads_and_writes_keys_of_the_parents_own_names() -> None:
+    model = ScriptedChatModel(script=[plan_text("A", "B"), "did A", "did B"])
+    output = await own_names_parent(model).compile().ainvoke({"request": "Plan a trip"})
+    assert output["outcome"].task == "Plan a trip"
+    assert [s.result for s in output["outcome"].steps] == ["did A", "did B"]
+
+
+async def test_a_plan_review_inside_a_mapped_loop_is_answered_through_the_parent(
+    tmp_path: Path,
+) -> None:
+    config = {"configurable": {"thread_id": "outer"}}
+    model = ScriptedChatModel(script=[plan_text("A", "B"), "did B"])
+    async with open_store(tmp_path / "runs.sqlite") as saver:
+        parent = own_names_parent(model, review_plan=True).compile(checkpointer=saver)
+        paused = await parent.ainvoke({"request": "Plan a trip"}, config)
+        assert paused["__interrupt__"][0].value["steps"] == ["A", "B"]
+        output = await parent.ainvoke(Command(resume=["B"]), config)
+    assert [s.description for s in output["outcome"].steps] == ["B"]
+    assert model.prompts[0].count("Plan a trip") >= 1  # planned once, not again on resume
+    assert len(model.prompts) == 2
