@@ -1,4 +1,10 @@
-"""Stored runs: the SQLite checkpointer the CLI uses, and reading runs back from it."""
+"""Stored runs: the run store (a SQLite file or a PostgreSQL database), and reading runs
+back from it.
+
+One value says where the store is, a path or a `postgresql://` URL: `store_location` reads
+it (from `--db`, `AGENTIC_LOOP_DB` or the default), `open_store` opens it, and everything
+else takes the opened checkpointer.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shlex
 import sqlite3
 import time
@@ -41,8 +48,21 @@ from agentic_loop.step_tools import ToolOptions
 
 if TYPE_CHECKING:
     import aiosqlite
+    import psycopg
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import DictRow
 
 DB_ENV = "AGENTIC_LOOP_DB"
+LEASE_TABLE = "agentic_loop_leases"
+"""The table beside the runs where `leases.hold_run` records who runs which run."""
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+PG_CONNECT_TIMEOUT_S = 5.0
+"""How long connecting to a PostgreSQL store may take before it counts as unreachable."""
+PG_POOL_WAIT_S = 10.0
+"""How long a query waits for a connection of the pool (the server went away, say)."""
+_PG_POOL_SIZE = 4
+_PG_RUN_TABLES = {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"}
+_PG_SETUP_LOCK = 0x6167656E7469636C  # pg_try_advisory_lock key: b"agenticl"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _RUN_TABLES = {"checkpoints", "writes"}
 _BUSY_TIMEOUT_S = 30.0
@@ -90,15 +110,91 @@ class _RunSerializer(JsonPlusSerializer):
 
 
 def default_db_path() -> Path:
-    """`AGENTIC_LOOP_DB`, else `$XDG_DATA_HOME/agentic-loop/runs.sqlite` (`~/.local/share/...`)."""
+    """`AGENTIC_LOOP_DB`, else `$XDG_DATA_HOME/agentic-loop/runs.sqlite` (`~/.local/share/...`).
+    Prefer `store_location()`, which also takes a `postgresql://` URL."""
     if os.environ.get(DB_ENV):
         return Path(os.environ[DB_ENV]).expanduser()
+    return _default_sqlite_path()
+
+
+def _default_sqlite_path() -> Path:
     data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(data_home) / "agentic-loop" / "runs.sqlite"
 
 
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def store_location(value: str | Path | None = None) -> str | Path:
+    """Where the run store is, from a `--db` value: a `postgresql://` (or `postgres://`) URL
+    stays a str; anything else is the `Path` of a SQLite file (`~` expanded). None means
+    `AGENTIC_LOOP_DB`, else `$XDG_DATA_HOME/agentic-loop/runs.sqlite`. A URL of another
+    scheme (`mysql://`, `sqlite://`) is a `StoreError`; a path with a colon (`C:\\runs`,
+    `a:b.sqlite`) is still a path."""
+    if value is None:
+        value = os.environ.get(DB_ENV) or None
+        if value is None:
+            return _default_sqlite_path()
+    if isinstance(value, Path):
+        return value.expanduser()
+    if not value.strip():
+        raise StoreError(
+            "the run store's location is empty; pass a SQLite file path or a "
+            "postgresql:// URL with --db or AGENTIC_LOOP_DB"
+        )
+    if match := _URL_SCHEME.match(value):
+        scheme = match[1].lower()
+        if scheme in POSTGRES_SCHEMES:
+            return value
+        if scheme in ("sqlite", "file"):
+            raise StoreError(
+                f"{scheme}:// URLs are not taken for a SQLite store; pass the file's path "
+                "itself with --db or AGENTIC_LOOP_DB"
+            )
+        raise StoreError(
+            f"{scheme}:// is not a run store agentic-loop can use; pass a SQLite file path "
+            "or a postgresql:// URL with --db or AGENTIC_LOOP_DB"
+        )
+    return Path(value).expanduser()
+
+
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def describe_location(location: str | Path) -> str:
+    """How messages name a store: its path, or its URL with the password masked."""
+    if isinstance(location, Path):
+        return str(location)
+    masked = _URL_PASSWORD.sub(r"\1:***@", location)
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
+
+
 @asynccontextmanager
-async def open_store(path: Path, *, read_only: bool = False) -> AsyncIterator[AsyncSqliteSaver]:
+async def open_store(
+    location: str | Path, *, read_only: bool = False
+) -> AsyncIterator[AsyncSqliteSaver | AsyncPostgresSaver]:
+    """The checkpointer for the store at `location` (see `store_location`; a str that is no
+    URL is a path), with `run_serializer()`.
+
+    A SQLite file is created if missing; a PostgreSQL database gets LangGraph's tables if
+    it has none. `read_only` opens an existing store for reading only: nothing is created
+    or written. Whatever keeps the store from being used (a folder, a file that is not
+    SQLite, another program's database, a damaged file; a server that does not answer, a
+    refused login, a missing database) is a one-line `StoreError` saying what to do.
+    """
+    if isinstance(location, str):
+        location = store_location(location)
+    if isinstance(location, str):
+        async with _open_postgres(location, read_only=read_only) as pg_saver:
+            yield pg_saver
+    else:
+        async with _open_sqlite(location, read_only=read_only) as sqlite_saver:
+            yield sqlite_saver
+
+
+@asynccontextmanager
+async def _open_sqlite(path: Path, *, read_only: bool) -> AsyncIterator[AsyncSqliteSaver]:
     """The checkpointer for the SQLite file at `path`, created if missing.
 
     Refuses, without touching it, a path that is a folder, a file that is not SQLite,
@@ -173,7 +269,7 @@ async def _check_tables(conn: aiosqlite.Connection, path: Path, *, read_only: bo
     another process is creating shows one table before the other."""
     async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
         tables = {row[0] async for row in cursor}
-    if not _RUN_TABLES <= tables and (read_only or not tables <= _RUN_TABLES):
+    if not _RUN_TABLES <= tables and (read_only or not tables <= _RUN_TABLES | {LEASE_TABLE}):
         found = ", ".join(sorted(tables)) or "none"
         raise StoreError(
             f"{path} is not a run store (its tables: {found}); pass another file with --db"
@@ -234,6 +330,222 @@ def _damage_message(path: Path, problem: str) -> str:
         "(.dump where .recover fails) and pass --db "
         f"{shlex.quote(str(recovered))}, or start a new store with another --db"
     )
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _open_postgres(url: str, *, read_only: bool) -> AsyncIterator[AsyncPostgresSaver]:
+    """The checkpointer for the PostgreSQL database at `url`, over a pool of connections.
+
+    Connecting is tried once first, for at most `PG_CONNECT_TIMEOUT_S`, so that a server
+    that does not answer, a refused login or a missing database is one line at once rather
+    than the pool's retries. A database that has tables but not LangGraph's is refused.
+    Setting up (creating the tables, LangGraph's migrations) is done by one process at a
+    time. `read_only` creates nothing and opens every connection with
+    `default_transaction_read_only`, so the server refuses any write.
+    """
+    import psycopg
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg_pool import AsyncConnectionPool
+
+    where = describe_location(url)
+    kwargs = _pg_connect_kwargs(url, read_only=read_only)
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise _pg_connect_error(url, exc) from None
+    try:
+        await _pg_check_and_set_up(conn, where, read_only=read_only)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot use the run store {where}: {_pg_reason(exc)}") from None
+    finally:
+        await conn.close()
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=_PG_POOL_SIZE,
+        kwargs=kwargs,
+        timeout=PG_POOL_WAIT_S,
+        open=False,
+    )
+    try:
+        await pool.open(wait=True, timeout=PG_CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        await pool.close()
+        raise _pg_connect_error(url, exc) from None
+    try:
+        yield AsyncPostgresSaver(pool, serde=run_serializer())
+    except psycopg.OperationalError as exc:  # the server went away, or a pool timeout
+        raise StoreError(
+            f"lost the run store {where}: {_pg_reason(exc)}; check that the PostgreSQL "
+            "server runs, then resume"
+        ) from exc
+    finally:
+        await pool.close()
+
+
+def _pg_connect_kwargs(url: str, *, read_only: bool) -> dict[str, Any]:
+    """What langgraph-checkpoint-postgres needs of a connection (autocommit, no prepared
+    statements, rows as dicts), a short connect timeout, and read-only transactions."""
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.rows import dict_row
+
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": 0,
+        "row_factory": dict_row,
+        "connect_timeout": max(1, round(PG_CONNECT_TIMEOUT_S)),
+    }
+    if read_only:
+        options = str(conninfo_to_dict(url).get("options") or "")
+        kwargs["options"] = f"{options} -c default_transaction_read_only=on".strip()
+    return kwargs
+
+
+async def _pg_check_and_set_up(
+    conn: psycopg.AsyncConnection[DictRow], where: str, *, read_only: bool
+) -> None:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    cursor = await conn.execute(
+        "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
+    )
+    tables = {row["tablename"] for row in await cursor.fetchall()}
+    if read_only and not tables:
+        raise StoreError(f"no run store at {where}; `agentic-loop run` makes one, or pass --db")
+    writable = tables <= _PG_RUN_TABLES | {LEASE_TABLE}  # empty, or being set up
+    if not _PG_RUN_TABLES <= tables and (read_only or not writable):
+        raise StoreError(
+            f"{where} is not a run store (its tables: {', '.join(sorted(tables))}); pass an "
+            "empty database or one that holds runs with --db"
+        )
+    if read_only or await _pg_migrations_done(conn, tables):
+        return
+    # Several processes may set up one new database at once: they take turns. A lock
+    # tried in a loop, as a session waiting on one would hold back the migrations'
+    # CREATE INDEX CONCURRENTLY of the session that has it.
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while not await _pg_try_lock(conn, _PG_SETUP_LOCK):
+        if time.monotonic() > deadline:
+            raise StoreError(f"{where} is being set up by another process; try again")
+        await asyncio.sleep(random.uniform(0.02, 0.1))
+    try:
+        await AsyncPostgresSaver(conn).setup()
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_SETUP_LOCK,))
+
+
+async def _pg_try_lock(conn: psycopg.AsyncConnection[DictRow], key: int) -> bool:
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (key,))
+    row = await cursor.fetchone()
+    return bool(row and row["got"])
+
+
+async def _pg_migrations_done(conn: psycopg.AsyncConnection[DictRow], tables: set[str]) -> bool:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    if "checkpoint_migrations" not in tables:
+        return False
+    cursor = await conn.execute("SELECT max(v) AS v FROM checkpoint_migrations")
+    row = await cursor.fetchone()
+    return (
+        row is not None
+        and row["v"] is not None
+        and row["v"] >= len(AsyncPostgresSaver.MIGRATIONS) - 1
+    )
+
+
+def _pg_reason(exc: BaseException) -> str:
+    """libpq's reason, without its preamble: `Connection refused`, `password
+    authentication failed for user "x"`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = text.rsplit(" failed: ", 1)[-1]
+    return reason.removeprefix("FATAL:").strip()
+
+
+_PG_LOGIN_REFUSED = (
+    "password authentication failed",
+    "no password supplied",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "role ",
+)
+
+
+_PG_UNREACHABLE = (
+    "connection refused",
+    "timeout",
+    "timed out",
+    "resolve host",
+    "translate host name",
+    "unreachable",
+    "no route to host",
+    "no such file or directory",  # no server on the local socket
+    "server closed the connection",
+    "could not connect",
+)
+
+
+def _pg_connect_error(url: str, exc: BaseException) -> StoreError:
+    """One line for a connection that failed: unreachable, login refused, no database."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    where = describe_location(url)
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        return StoreError(f"{where} is not a PostgreSQL URL that works ({_pg_reason(exc)})")
+    host = str(params.get("host") or "the local socket")
+    server = f"{host}:{params.get('port') or 5432}"
+    reason = _pg_reason(exc)
+    lowered = reason.lower()
+    if "database" in lowered and "does not exist" in lowered:
+        name = params.get("dbname") or params.get("user") or ""
+        return StoreError(
+            f"there is no database {name!r} on the PostgreSQL server at {server}; create it "
+            f"(createdb {name}) or name another in the URL"
+        )
+    if any(sign in lowered for sign in _PG_LOGIN_REFUSED):
+        return StoreError(
+            f"the PostgreSQL server at {server} refused the login ({reason}); check the user "
+            "and password in the URL"
+        )
+    if any(sign in lowered for sign in _PG_UNREACHABLE):
+        return StoreError(
+            f"cannot reach the run store at {where}: {server} does not answer ({reason}); "
+            "check that the PostgreSQL server runs there and the URL's host and port"
+        )
+    return StoreError(f"cannot connect to the run store at {where}: {reason}")
+
+
+@asynccontextmanager
+async def postgres_connection(
+    saver: AsyncPostgresSaver,
+) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
+    """A connection of a PostgreSQL store for queries of our own: one from its pool, or its
+    only connection, taken in turn with the saver's own queries."""
+    from psycopg_pool import AsyncConnectionPool
+
+    if isinstance(saver.conn, AsyncConnectionPool):
+        async with saver.conn.connection() as conn:
+            yield conn
+    else:
+        async with saver.lock:
+            yield saver.conn
+
+
+def is_postgres(saver: BaseCheckpointSaver) -> bool:
+    """Whether `saver` is a PostgreSQL store's (without importing psycopg for one that is
+    not)."""
+    if isinstance(saver, AsyncSqliteSaver) or not type(saver).__module__.startswith(
+        "langgraph.checkpoint.postgres"
+    ):
+        return False
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    return isinstance(saver, AsyncPostgresSaver)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -415,15 +727,11 @@ def _waits_for_approval(values: dict[str, Any], approve_tools: tuple[str, ...]) 
     return False
 
 
-async def list_runs(saver: AsyncSqliteSaver) -> list[StoredRun]:
-    """Every stored run, most recently updated first."""
-    async with saver.conn.execute(
-        "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
-        "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
-    ) as cursor:
-        thread_ids = [row[0] async for row in cursor]
+async def list_runs(saver: BaseCheckpointSaver) -> list[StoredRun]:
+    """Every stored run, most recently updated first: in a store from `open_store`, or any
+    other checkpointer (an `InMemorySaver`, ...)."""
     runs = []
-    for thread_id in thread_ids:
+    for thread_id in await _thread_ids(saver):
         try:
             run = await load_run(saver, thread_id)
         except UnreadableRun:
@@ -431,6 +739,32 @@ async def list_runs(saver: AsyncSqliteSaver) -> list[StoredRun]:
         if run is not None:
             runs.append(run)
     return runs
+
+
+_LATEST_THREADS_SQL = (
+    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+    "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
+)
+
+
+async def _thread_ids(saver: BaseCheckpointSaver) -> list[str]:
+    """The stored threads, the one with the newest checkpoint first (checkpoint ids grow
+    with time)."""
+    if isinstance(saver, AsyncSqliteSaver):
+        async with saver.conn.execute(_LATEST_THREADS_SQL) as cursor:
+            return [row[0] async for row in cursor]
+    if is_postgres(saver):
+        async with postgres_connection(cast("AsyncPostgresSaver", saver)) as conn:
+            rows = await (await conn.execute(_LATEST_THREADS_SQL)).fetchall()
+            return [row["thread_id"] for row in rows]
+    latest: dict[str, str] = {}
+    async for found in saver.alist(None):
+        configurable = found.config["configurable"]
+        if configurable.get("checkpoint_ns", ""):
+            continue
+        thread_id, checkpoint_id = configurable["thread_id"], configurable["checkpoint_id"]
+        latest[thread_id] = max(latest.get(thread_id, ""), checkpoint_id)
+    return sorted(latest, key=lambda thread_id: latest[thread_id], reverse=True)
 
 
 def _unreadable(thread_id: str) -> StoredRun:
