@@ -80,8 +80,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        metavar="PATH",
-        help="SQLite file of stored runs. "
+        metavar="PATH|URL",
+        help="The run store: a SQLite file, or a postgresql:// URL. "
         "Default: $AGENTIC_LOOP_DB, else ~/.local/share/agentic-loop/runs.sqlite.",
     ),
 ]
@@ -387,7 +387,7 @@ def runs(db: DbOption = None) -> None:
 
     stored = _with_service(db, lambda service: service.runs())
     if not stored:
-        console().print(f"No stored runs in {_location(db)}.")
+        console().print(f"No stored runs in {_where(db)}.")
         return
     print_runs(console(), stored)
 
@@ -493,10 +493,20 @@ _stop_said = False
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _location(db: str | None) -> Any:
-    from agentic_loop.storage import default_db_path
+def _location(db: str | None) -> Path | str:
+    """The store a `--db` value names: a SQLite path or a `postgresql://` URL."""
+    from agentic_loop.storage import StoreError, store_location
 
-    return Path(db).expanduser() if db else default_db_path()
+    try:
+        return store_location(db)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def _where(db: str | None) -> str:
+    from agentic_loop.storage import describe_location
+
+    return describe_location(_location(db))
 
 
 def _with_service(db: str | None, action: Callable[[RunService], Awaitable[_T]]) -> _T:
@@ -564,7 +574,7 @@ def _drive(
         thread_id = request.thread_id or new_thread_id()
         request = dataclasses.replace(request, thread_id=thread_id)
     location = _location(db)
-    db_flag = f" --db {location}" if db else ""
+    db_flag = f" --db {_where(db)}" if db else ""
     display = TerminalProgress(console(stderr=json_out))
     hooks = Hooks(
         progress=display,
@@ -636,7 +646,7 @@ class _SigtermStop:
         task.get_loop().call_soon_threadsafe(task.cancel)
 
 
-def _say_stopped(thread_id: str, location: Any, db_flag: str) -> None:
+def _say_stopped(thread_id: str, location: Path | str, db_flag: str) -> None:
     """After a Ctrl-C or SIGTERM: how to carry on, or that nothing was stored to carry on."""
     global _stop_said
     _stop_said = True
@@ -652,7 +662,7 @@ def _say_stopped(thread_id: str, location: Any, db_flag: str) -> None:
         )
 
 
-def _has_run(location: Any, thread_id: str) -> bool:
+def _has_run(location: Path | str, thread_id: str) -> bool:
     """Whether the store holds a checkpoint of `thread_id` (True if it cannot be read: the
     resume command then reports why)."""
     from agentic_loop.service import RunService, StoreError

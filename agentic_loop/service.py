@@ -45,9 +45,11 @@ from agentic_loop.storage import (
     RunOptions,
     StoredRun,
     StoreError,
+    describe_location,
     list_runs,
     load_run,
     open_store,
+    store_location,
 )
 
 __all__ = [
@@ -216,19 +218,21 @@ class RunService:
     @asynccontextmanager
     async def open(
         cls,
-        location: str | Path,
+        location: str | Path | None = None,
         *,
         read_only: bool = False,
         model_factory: ModelFactory | None = None,
         reply_timeout: float = DEFAULT_TIMEOUT_S,
     ) -> AsyncIterator[RunService]:
-        """The service over the store at `location` (see `storage.open_store`), for the
-        length of the `async with`; background runs still going are cancelled at its end,
-        and stay stored, to be resumed."""
-        async with open_store(Path(location), read_only=read_only) as saver:
+        """The service over the store at `location`, a SQLite path or a `postgresql://`
+        URL (None: `AGENTIC_LOOP_DB`, else the default; see `storage.store_location`), for
+        the length of the `async with`; background runs still going are cancelled at its
+        end, and stay stored, to be resumed."""
+        location = store_location(location)
+        async with open_store(location, read_only=read_only) as saver:
             service = cls(
                 saver,
-                where=str(location),
+                where=describe_location(location),
                 model_factory=model_factory,
                 reply_timeout=reply_timeout,
             )
@@ -241,7 +245,7 @@ class RunService:
 
     async def runs(self) -> list[StoredRun]:
         """Every stored run, most recently updated first."""
-        return await list_runs(self.saver)  # type: ignore[arg-type]
+        return await list_runs(self.saver)
 
     async def run(self, thread_id: str) -> StoredRun:
         stored = await load_run(self.saver, thread_id)
