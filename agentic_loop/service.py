@@ -12,6 +12,7 @@ it waits for; `answer` carries it on.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -37,7 +38,13 @@ from agentic_loop.models import (
 )
 from agentic_loop.nodes.approve_tools import read_approval
 from agentic_loop.nodes.review import read_review
-from agentic_loop.runner import ApprovalHandler, AwaitingAnswer, ReviewHandler, stream_run
+from agentic_loop.runner import (
+    ApprovalHandler,
+    AwaitingAnswer,
+    ReviewHandler,
+    stream_run,
+    with_thread,
+)
 from agentic_loop.settings import CHARS_PER_TOKEN, DEFAULT_MAX_STEPS, MOST_STEPS, check_whole
 from agentic_loop.state import AgenticResult
 from agentic_loop.step_tools import ToolSetupError, load_tools
@@ -199,16 +206,21 @@ class RunService:
 
     def __init__(
         self,
-        saver: BaseCheckpointSaver,
+        saver: BaseCheckpointSaver | None,
         *,
         where: str,
         model_factory: ModelFactory | None = None,
         reply_timeout: float = DEFAULT_TIMEOUT_S,
+        graph: CompiledStateGraph | None = None,
     ) -> None:
         """`where` names the store in messages; `model_factory` builds each run's model
-        (default: from its spec, each reply waited for `reply_timeout` seconds)."""
+        (default: from its spec, each reply waited for `reply_timeout` seconds). With
+        `graph`, every run runs on that compiled loop instead (its model, tools and
+        settings; a run's stored model and options play no part), and `saver` should be
+        its checkpointer. Without a saver nothing is stored: runs cannot pause or be read."""
         self.saver = saver
         self.where = where
+        self._graph = graph
         self._custom_factory = model_factory is not None
         self._model_factory = model_factory or default_model_factory(reply_timeout)
         self._running: set[str] = set()
@@ -245,16 +257,16 @@ class RunService:
 
     async def runs(self) -> list[StoredRun]:
         """Every stored run, most recently updated first."""
-        return await list_runs(self.saver)
+        return [] if self.saver is None else await list_runs(self.saver)
 
     async def run(self, thread_id: str) -> StoredRun:
-        stored = await load_run(self.saver, thread_id)
+        stored = await self.find(thread_id)
         if stored is None:
             raise UnknownThread(thread_id, self.where)
         return stored
 
     async def find(self, thread_id: str) -> StoredRun | None:
-        return await load_run(self.saver, thread_id)
+        return None if self.saver is None else await load_run(self.saver, thread_id)
 
     async def history(self, thread_id: str) -> tuple[StoredRun, list[Checkpoint]]:
         """The run and its checkpoints, newest first, on every branch."""
@@ -263,7 +275,9 @@ class RunService:
 
     async def questions(self, thread_id: str) -> list[Question]:
         """What the run waits for: its pending plan review and tool approvals."""
-        snapshot = await graph_shape(self.saver).aget_state(_config(thread_id))
+        if self.saver is None:
+            return []
+        snapshot = await graph_shape(self.saver).aget_state(with_thread(None, thread_id))
         return [
             Question(
                 id=waiting.id,
@@ -282,12 +296,19 @@ class RunService:
 
     # --- running in the foreground ---------------------------------------------------------
 
-    async def start(self, request: RunRequest, hooks: Hooks | None = None) -> Outcome:
-        """Plan and run a new task to its end, or until it waits for an answer nobody gives."""
+    async def start(
+        self,
+        request: RunRequest,
+        hooks: Hooks | None = None,
+        *,
+        config: RunnableConfig | None = None,
+    ) -> Outcome:
+        """Plan and run a new task to its end, or until it waits for an answer nobody gives.
+        `config` (callbacks, tags, metadata) goes to the run's model and tool calls."""
         thread_id = request.thread_id or new_thread_id()
         graph_input = self._check_new(request)
         async with self._hold(thread_id):
-            if await load_run(self.saver, thread_id) is not None:
+            if await self.find(thread_id) is not None:
                 raise ThreadTaken(
                     f"thread {thread_id!r} already holds a run; resume it with "
                     f"`agentic-loop resume {thread_id}` or pick another thread id"
@@ -299,6 +320,7 @@ class RunService:
                 request.options,
                 hooks or Hooks(),
                 approve_all=request.approve_all_tools,
+                config=config,
             )
 
     async def resume(
@@ -308,6 +330,7 @@ class RunService:
         *,
         model: str | None = None,
         from_step: int | None = None,
+        config: RunnableConfig | None = None,
     ) -> Outcome:
         """Carry on a stopped run from where it stopped, or run it again from step
         `from_step` as a new branch. A run whose planning failed (or whose plan was
@@ -326,6 +349,7 @@ class RunService:
                 stored.options,
                 hooks or Hooks(),
                 rerun_from="planning" if from_planning else from_step,
+                config=config,
             )
 
     async def answer(
@@ -358,13 +382,20 @@ class RunService:
         """Run `run()` (a call of `start`, `resume` or `answer` for `thread_id`) as a
         background task the service keeps until it ends; `cancel` stops it. Refuses a
         thread this service runs already."""
-        if thread_id in self._background or thread_id in self._running:
+        running = self._background.get(thread_id)
+        if (running is not None and not running.done()) or thread_id in self._running:
             raise RunActive(f"run {thread_id!r} is running already; wait for it or cancel it")
-        job = asyncio.create_task(run(), name=f"agentic-loop {thread_id}")
+        # A fresh context: the run outlives its caller (a web request, or a tool call inside
+        # another graph) and must not inherit that caller's run config or callbacks.
+        job = asyncio.create_task(run(), name=thread_id, context=contextvars.Context())
         self._background[thread_id] = job
-        job.add_done_callback(lambda _: self._background.pop(thread_id, None))
+        job.add_done_callback(lambda _: self._forget(thread_id, job))
         await asyncio.sleep(0)  # let it take the run, so a second launch is refused
         return job
+
+    def _forget(self, thread_id: str, job: asyncio.Task[Outcome]) -> None:
+        if self._background.get(thread_id) is job:
+            del self._background[thread_id]
 
     def background(self, thread_id: str) -> asyncio.Task[Outcome] | None:
         return self._background.get(thread_id)
@@ -446,8 +477,9 @@ class RunService:
         *,
         rerun_from: int | Literal["planning"] | None = None,
         approve_all: bool = False,
+        config: RunnableConfig | None = None,
     ) -> Outcome:
-        config: RunnableConfig = _config(thread_id)
+        config = with_thread(config, thread_id)
         if rerun_from is not None:  # checked before the model loads
             shape = graph_shape(self.saver)
             try:
@@ -459,13 +491,36 @@ class RunService:
             except ValueError as exc:
                 raise BadSetup(str(exc)) from None
             config["configurable"]["checkpoint_id"] = point.checkpoint_id
+        if self._graph is not None:
+            graph, starting = self._graph, Starting(thread_id, "", [], rerun_from)
+        else:
+            graph, starting, options = await self._build(model, options, approve_all)
+            starting = dataclasses.replace(starting, thread_id=thread_id, rerun_from=rerun_from)
+            metadata = {**config.get("metadata", {}), "model": starting.model}
+            config["metadata"] = metadata | options.to_metadata()
+        if hooks.starting is not None:
+            told = hooks.starting(starting)
+            if told is not None:
+                await told
+        relay = ProgressRelay(broadcaster=hooks.progress)
+        try:
+            result = await stream_run(
+                graph, graph_input, config, relay, review=hooks.review, approve=hooks.approve
+            )
+        except AwaitingAnswer:
+            return Outcome(thread_id, None, waiting=await self.questions(thread_id))
+        return Outcome(thread_id, result)
+
+    async def _build(
+        self, model: str | None, options: RunOptions, approve_all: bool
+    ) -> tuple[CompiledStateGraph, Starting, RunOptions]:
+        """The loop for a run of `model` (a spec) with `options`, and the options as run."""
         try:
             spec = resolve_spec(model or model_spec_from_env())
             step_tools = await load_tools(options.tools)
             if approve_all:
-                options = dataclasses.replace(
-                    options, approve_tools=tuple(t.name for t in step_tools)
-                )
+                every_tool = tuple(tool.name for tool in step_tools)
+                options = dataclasses.replace(options, approve_tools=every_tool)
             graph = create_agentic_loop(
                 self._model_factory(spec, options),
                 checkpointer=self.saver,
@@ -484,22 +539,4 @@ class RunService:
                 check_ollama(spec.partition(":")[2])  # a run that cannot start is not stored
         except (ToolSetupError, ValueError) as exc:
             raise BadSetup(str(exc)) from None
-        if hooks.starting is not None:
-            told = hooks.starting(
-                Starting(thread_id, spec, [t.name for t in step_tools], rerun_from)
-            )
-            if told is not None:
-                await told
-        config["metadata"] = {"model": spec, **options.to_metadata()}
-        relay = ProgressRelay(broadcaster=hooks.progress)
-        try:
-            result = await stream_run(
-                graph, graph_input, config, relay, review=hooks.review, approve=hooks.approve
-            )
-        except AwaitingAnswer:
-            return Outcome(thread_id, None, waiting=await self.questions(thread_id))
-        return Outcome(thread_id, result)
-
-
-def _config(thread_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id}}
+        return graph, Starting("", spec, [tool.name for tool in step_tools], None), options

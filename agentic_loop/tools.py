@@ -9,11 +9,10 @@ read back from the graph's checkpointer, if it has one.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any, Literal
 
@@ -24,12 +23,12 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, ValidationError
 
 from agentic_loop import events
-from agentic_loop.events import Broadcaster, ProgressRelay
+from agentic_loop.events import Broadcaster
 from agentic_loop.models import describe_error
-from agentic_loop.runner import stream_run, with_thread
+from agentic_loop.service import Hooks, Outcome, RunRequest, RunService
 from agentic_loop.settings import MOST_STEPS, check_whole
 from agentic_loop.state import AgenticResult
-from agentic_loop.storage import StoredRun, load_run
+from agentic_loop.storage import StoredRun
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +176,8 @@ class _RunArgs(BaseModel):
 
 
 class BackgroundRuns:
-    """Runs of a compiled agentic loop as asyncio tasks on the running loop.
+    """Runs of a compiled agentic loop as asyncio tasks on the running loop, through
+    `agentic_loop.service.RunService`, plus a record of each for the tools to report.
 
     The registry keeps a strong reference to every run's task and record until it is
     forgotten: by `forget`, or, with `keep_finished=N`, once N runs that ended after it
@@ -205,11 +205,17 @@ class BackgroundRuns:
                 f"keep_finished must be None (keep every run) or 0 or more, got {keep_finished}"
             )
         self.graph = graph
+        saver = graph.checkpointer
+        self._service = RunService(
+            saver if isinstance(saver, BaseCheckpointSaver) else None,
+            where="the graph's checkpointer",
+            graph=graph,
+        )
         self.broadcaster = broadcaster
         self.result_wait_s = result_wait_s
         self.keep_finished = keep_finished
         self._records: dict[str, RunRecord] = {}
-        self._tasks: dict[str, asyncio.Task[AgenticResult]] = {}
+        self._tasks: dict[str, asyncio.Task[Outcome]] = {}
         self._ended: dict[str, None] = {}
         """The kept runs that have ended, in the order they ended: the oldest go first."""
 
@@ -223,8 +229,9 @@ class BackgroundRuns:
         if max_steps != 0:
             check_whole("max_steps", max_steps, 1, MOST_STEPS)  # 0 means the default
         run_id = await self._new_id()
+        request = RunRequest(task=task, max_steps=max_steps, thread_id=run_id)
         record = RunRecord(run_id=run_id, task=task)
-        self._launch(record, {"task": task, "max_steps": max_steps}, with_thread(config, run_id))
+        await self._launch(record, lambda hooks: self._service.start(request, hooks, config=config))
         return run_id
 
     async def _new_id(self) -> str:
@@ -254,19 +261,19 @@ class BackgroundRuns:
             raise ValueError(f"run {run_id} has already finished ({record.state})")
         self._ended.pop(run_id, None)
         record.state, record.error = "running", None
-        self._launch(record, None, with_thread(config, run_id))
+        await self._launch(record, lambda hooks: self._service.resume(run_id, hooks, config=config))
 
-    def _launch(self, record: RunRecord, graph_input: Any, config: RunnableConfig) -> None:
-        relay = ProgressRelay(broadcaster=_Tracker(record, self.broadcaster))
-        run = stream_run(self.graph, graph_input, config, relay, durability="sync")
-        # A fresh context: the run outlives its caller (often a tool call inside another
-        # graph) and must not inherit that caller's run config, namespace or callbacks
-        # (those it should have come through `config`).
-        job = asyncio.create_task(run, name=record.run_id, context=contextvars.Context())
+    async def _launch(
+        self, record: RunRecord, run: Callable[[Hooks], Coroutine[Any, Any, Outcome]]
+    ) -> None:
+        """Run `run(hooks)` (a start or resume of the service) in the background, its
+        progress kept in `record`."""
+        hooks = Hooks(progress=_Tracker(record, self.broadcaster))
+        job = await self._service.launch(lambda: run(hooks), record.run_id)
         self._records[record.run_id], self._tasks[record.run_id] = record, job
         job.add_done_callback(lambda done: self._settle(record, done))
 
-    def _settle(self, record: RunRecord, job: asyncio.Task[AgenticResult]) -> None:
+    def _settle(self, record: RunRecord, job: asyncio.Task[Outcome]) -> None:
         # A task that ended before its run was resumed may call back after the resume.
         if record.state != "running" or not job.done() or self._tasks.get(record.run_id) is not job:
             return
@@ -283,9 +290,14 @@ class BackgroundRuns:
                 record.error,
                 exc_info=exc,
             )
+        elif (result := job.result().result) is None:
+            record.state = "error"
+            record.error = (
+                "the run waits for a plan review or a tool approval, which background runs "
+                "do not answer: build the loop without them"
+            )
         else:
-            record.result = job.result()
-            record.state = record.result.status
+            record.result, record.state = result, result.status
         self._ended[record.run_id] = None
         if self.keep_finished is not None:
             while len(self._ended) > self.keep_finished:
@@ -296,7 +308,7 @@ class BackgroundRuns:
         self._tasks.pop(run_id, None)
         self._ended.pop(run_id, None)
 
-    def _kept(self, run_id: str) -> tuple[RunRecord, asyncio.Task[AgenticResult]] | None:
+    def _kept(self, run_id: str) -> tuple[RunRecord, asyncio.Task[Outcome]] | None:
         """The run's record and task, settled if it has ended; None if it is not kept."""
         if run_id not in self._records:
             return None
@@ -304,19 +316,17 @@ class BackgroundRuns:
         self._settle(record, job)
         return record, job
 
-    def _entry(self, run_id: str) -> tuple[RunRecord, asyncio.Task[AgenticResult]]:
+    def _entry(self, run_id: str) -> tuple[RunRecord, asyncio.Task[Outcome]]:
         if (kept := self._kept(run_id)) is None:
             hint = "; `await aprogress(run_id)` reads a forgotten run from the store"
             raise self._unknown(run_id, hint=hint if self._saver() else "")
         return kept
 
     def _saver(self) -> BaseCheckpointSaver | None:
-        saver = self.graph.checkpointer
-        return saver if isinstance(saver, BaseCheckpointSaver) else None
+        return self._service.saver
 
     async def _load(self, run_id: str) -> StoredRun | None:
-        saver = self._saver()
-        return None if saver is None else await load_run(saver, run_id)
+        return await self._service.find(run_id)
 
     async def _stored(self, run_id: str) -> StoredRun:
         """The run as the store holds it; `UnknownRun` if there is no store or no such run."""
