@@ -160,3 +160,26 @@ def plan_text(*steps: str) -> str:
 @pytest.fixture
 def scripted():
     return ScriptedChatModel
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the session (see tests/postgres.py). Without
+    PostgreSQL installed its tests are skipped, except in CI, where they fail."""
+    from postgres import PostgresServer, server_programs
+
+    programs = server_programs()
+    if programs is None:
+        reason = "PostgreSQL's initdb is not installed (apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresServer(programs).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.database()
