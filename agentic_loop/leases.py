@@ -41,6 +41,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agentic_loop.storage import LEASE_TABLE, StoreError, is_postgres, postgres_connection
@@ -98,9 +99,15 @@ async def hold_run(
 ) -> AsyncIterator[Holder]:
     """Hold the lease on `thread_id` in `saver`'s store (one from `storage.open_store`) for
     the length of the `async with`, or raise `RunBusy` at once. Enter it in the task that
-    does the work: if the lease is lost, that task is cancelled and `LeaseLost` raised."""
-    leases = _leases_of(saver)
+    does the work: if the lease is lost, that task is cancelled and `LeaseLost` raised.
+
+    An `InMemorySaver` is seen by this process alone: nothing is stored, and keeping to
+    one run of a thread at a time is the caller's part."""
     me = _me(thread_id)
+    if isinstance(saver, InMemorySaver):
+        yield me
+        return
+    leases = _leases_of(saver)
     await _take(leases, me, lease_seconds)
     task = asyncio.current_task()
     stop = asyncio.Event()
@@ -136,6 +143,8 @@ async def hold_run(
 async def current_holder(saver: BaseCheckpointSaver, thread_id: str) -> Holder | None:
     """Who runs `thread_id` now, if anyone (an expired lease holds nobody). Only reads: it
     works on a store opened read-only, with or without a lease table."""
+    if isinstance(saver, InMemorySaver):
+        return None
     try:
         return await _leases_of(saver).holder(thread_id)
     except Exception as exc:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 
 from agentic_loop import leases
 from agentic_loop.leases import (
@@ -308,3 +309,10 @@ async def test_a_read_only_store_has_no_holder(tmp_path: Path) -> None:
 
 def test_the_lease_is_renewed_three_times_in_its_length() -> None:
     assert RENEW_SECONDS * 3 == LEASE_SECONDS <= 30
+
+
+async def test_an_in_memory_saver_is_held_by_its_process_alone() -> None:
+    saver = InMemorySaver()
+    async with hold_run(saver, "t") as me:
+        assert me.pid == os.getpid()
+        assert await current_holder(saver, "t") is None
