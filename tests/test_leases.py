@@ -201,7 +201,7 @@ def test_a_sigkilled_holder_elsewhere_expires_after_its_lease(
 ) -> None:
     """A holder whose pid means nothing here (another machine's) frees its run when its
     lease runs out, `seconds` after its last renewal."""
-    seconds = 2.0
+    seconds = 3.0
     holders += [Holder(location, seconds=seconds, machine="elsewhere"), Holder(location)]
     killed, next_one = holders
     assert killed.take("t").startswith("won ")
