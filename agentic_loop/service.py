@@ -19,16 +19,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from agentic_loop.events import Broadcaster, ProgressRelay
 from agentic_loop.graph import create_agentic_loop
 from agentic_loop.history import Checkpoint, fork_from_step, planning_point, run_history
+from agentic_loop.leases import Holder, current_holder, hold_run
 from agentic_loop.models import (
     DEFAULT_TIMEOUT_S,
     check_ollama,
@@ -53,6 +55,7 @@ from agentic_loop.storage import (
     StoredRun,
     StoreError,
     describe_location,
+    is_postgres,
     list_runs,
     load_run,
     open_store,
@@ -294,6 +297,10 @@ class RunService:
         """Whether this service is running the thread now."""
         return thread_id in self._running
 
+    async def holder(self, thread_id: str) -> Holder | None:
+        """Who runs the thread now, in any process sharing the store, if anyone."""
+        return await current_holder(self.saver, thread_id) if _has_leases(self.saver) else None
+
     # --- running in the foreground ---------------------------------------------------------
 
     async def start(
@@ -436,12 +443,17 @@ class RunService:
 
     @asynccontextmanager
     async def _hold(self, thread_id: str) -> AsyncIterator[None]:
-        """Hold the thread for one run at a time."""
+        """Hold the thread for one run at a time: here, and with a lease in the store
+        against other processes (`leases.RunBusy` if one of them runs it)."""
         if thread_id in self._running:
             raise RunActive(f"run {thread_id!r} is running already; wait for it or cancel it")
         self._running.add(thread_id)
         try:
-            yield
+            if _has_leases(self.saver):
+                async with hold_run(self.saver, thread_id):
+                    yield
+            else:
+                yield
         finally:
             self._running.discard(thread_id)
 
@@ -540,3 +552,9 @@ class RunService:
         except (ToolSetupError, ValueError) as exc:
             raise BadSetup(str(exc)) from None
         return graph, Starting("", spec, [tool.name for tool in step_tools], None), options
+
+
+def _has_leases(saver: BaseCheckpointSaver | None) -> TypeGuard[BaseCheckpointSaver]:
+    """Whether runs in `saver` are held by leases: those of a store from `open_store`.
+    Another checkpointer (a user's own, for background runs) is this process's alone."""
+    return isinstance(saver, AsyncSqliteSaver) or (saver is not None and is_postgres(saver))
