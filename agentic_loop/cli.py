@@ -470,6 +470,90 @@ def graph(
     console().print(f"Wrote the {what} as {format.value} to {output}", highlight=False)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            metavar="ADDRESS",
+            help="Address to listen on. Any other than this machine's own (127.0.0.1, "
+            "localhost, ::1) needs an access token.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port",
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Port to listen on; 0 picks a free one.",
+        ),
+    ] = 8765,
+    db: DbOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="Access token every page, API call and WebSocket must carry. Default: none "
+            "on 127.0.0.1, else a new one, printed in the address.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="SPEC",
+            help=f"The model the start form proposes ({SPEC_HELP}). "
+            f"Default: ${MODEL_ENV}, else {DEFAULT_MODEL}.",
+        ),
+    ] = None,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Serve the web app: list, start, watch and steer runs in a browser."""
+    import socket
+
+    import uvicorn
+
+    from agentic_loop.service import RunService, StoreError
+    from agentic_loop.web import create_app
+    from agentic_loop.web.security import is_loopback, new_token
+
+    seconds_per_reply = _timeout(timeout)
+    _check_max_steps_env()
+    location = _location(db)
+    if token is not None and not token.strip():
+        _fail("--token is empty; give a token, or leave the option out")
+    if token is None and not is_loopback(host):
+        token = new_token()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listening = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    shown_host = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    shown_host = f"[{shown_host}]" if ":" in shown_host else shown_host
+    address = f"http://{shown_host}:{listening.getsockname()[1]}/"
+    if token:
+        address += f"?token={token}"
+
+    async def go() -> None:
+        async with RunService.open(location, reply_timeout=seconds_per_reply) as service:
+            web = create_app(service, token=token, default_model=model)
+            config = uvicorn.Config(web, log_level="warning", timeout_graceful_shutdown=5)
+            console().print(f"Serving the runs in {_where(db)} at {address}", highlight=False)
+            await uvicorn.Server(config).serve(sockets=[listening])
+
+    try:
+        asyncio.run(go())
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        listening.close()
+
+
 def main() -> None:
     import logging
 

@@ -1,0 +1,458 @@
+"""What the web app shows of a run, and how it reaches every page watching it.
+
+A run the server runs in the background has a `RunHub`: the run's progress broadcaster
+(`Hooks.progress`), which folds each `agentic.*` event into `LiveRun` and sends the whole
+run's view, as JSON, to every WebSocket watching the thread. A view is the stored run
+(read when the run started here, and again when it stopped) with what the events told
+since laid over it, so each message is complete: a page that opens late, reconnects or
+falls behind renders the latest view and has missed nothing. Each socket keeps only the
+newest view it has not sent yet (`Watcher`), so a slow browser never holds up the run or
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentic_loop import events
+from agentic_loop.events import one_line
+from agentic_loop.service import (
+    Hooks,
+    Outcome,
+    Question,
+    RunActive,
+    RunService,
+    ServiceError,
+    StoreError,
+)
+from agentic_loop.storage import StoredRun
+
+logger = logging.getLogger(__name__)
+
+START_WAIT_S = 60.0
+"""How long an action waits for its run to get past its checks (the model loaded, the
+answer read) before it answers the browser anyway."""
+PREVIEW_CHARS = 100
+
+STEP_ENDS = {
+    events.STEP_COMPLETE: "completed",
+    events.STEP_ADAPTED: "adapted",
+    events.STEP_FAILED: "failed",
+    events.STEP_SKIPPED: "skipped",
+}
+
+
+@dataclass
+class LiveStep:
+    """A step as this server's events have told it so far."""
+
+    description: str
+    status: str = "running"
+    result: str = ""
+    duration_ms: int | None = None
+    failure: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LiveRun:
+    """What the events of a run going on in this server have told since it started here."""
+
+    task: str = ""
+    plan: list[str] | None = None
+    steps: dict[int, LiveStep] = field(default_factory=dict)
+    from_step: int | None = None
+    """A re-run's first step: the stored steps from it on are being run again."""
+    answer: str = ""
+    summary: str = ""
+
+    def apply(self, event: str, data: dict[str, Any]) -> None:
+        if event in (events.PLAN_READY, events.PLAN_REVIEWED, events.PLAN_REVISED):
+            self.task = data.get("task", self.task)
+            self.plan = list(data["steps"])
+        elif event == events.STEP_STARTED:
+            self.steps[data["step"]] = LiveStep(data["description"])
+        elif event in STEP_ENDS:
+            step = self.steps.setdefault(data["step"], LiveStep(data["description"]))
+            step.status = STEP_ENDS[event]
+            if event == events.STEP_COMPLETE:
+                step.result, step.duration_ms = data["result"], data["duration_ms"]
+            elif event == events.STEP_ADAPTED:
+                step.result, step.failure = data["adaptation"], data["error"]
+            elif event == events.STEP_FAILED:
+                step.result = data["error"]
+            else:
+                step.result = data["reason"]
+        elif event == events.TOOL_CALLED:
+            step = self.steps.setdefault(data["step"], LiveStep(""))
+            call = {"tool": data["tool"], "args": data["args"], "status": "running"}
+            step.tool_calls.append(call | {"result": "", "duration_ms": None})
+        elif event == events.TOOL_RESULT:
+            step = self.steps.setdefault(data["step"], LiveStep(""))
+            waiting = [
+                call
+                for call in step.tool_calls
+                if call["tool"] == data["tool"] and call["status"] == "running"
+            ]
+            if not waiting:
+                waiting = [{"tool": data["tool"], "args": ""}]
+                step.tool_calls.append(waiting[0])
+            waiting[0].update(
+                status=data["status"], result=data["result"], duration_ms=data["duration_ms"]
+            )
+        elif event == events.ANSWER_READY:
+            self.answer = data["answer"]
+        elif event == events.TASK_COMPLETE:
+            self.summary = data["summary"]
+
+
+def display_status(stored: StoredRun | None, running: bool) -> str:
+    """The status a page shows: `running` while this server runs it, `interrupted` for an
+    unfinished run nobody here runs (it can be resumed), else the stored status."""
+    if running:
+        return "running"
+    if stored is None:
+        return "unknown"
+    return "interrupted" if stored.status == "unfinished" else stored.status
+
+
+def steps_done(stored: StoredRun) -> int:
+    return sum(step.status != "skipped" for step in stored.steps)
+
+
+def run_row(stored: StoredRun, running: bool) -> dict[str, Any]:
+    """A run as the runs page lists it."""
+    answer = stored.result.answer if stored.result else ""
+    return {
+        "thread_id": stored.thread_id,
+        "task": one_line(stored.task, PREVIEW_CHARS),
+        "status": display_status(stored, running),
+        "steps_done": steps_done(stored),
+        "planned": len(stored.plan),
+        "answer": one_line(answer, PREVIEW_CHARS),
+        "updated_at": stored.updated_at,
+    }
+
+
+def run_view(
+    thread_id: str,
+    stored: StoredRun | None,
+    live: LiveRun | None,
+    questions: list[Question],
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The whole of a run as its page shows it: `stored` with `live` laid over it (None
+    when the run does not run here)."""
+    status = display_status(stored, live is not None)
+    plan = list(stored.plan) if stored else []
+    steps: dict[int, dict[str, Any]] = {}
+    if stored is not None:
+        for ended in stored.steps:
+            if live is not None and live.from_step and ended.step_num >= live.from_step:
+                continue
+            steps[ended.step_num] = {
+                "status": ended.status,
+                "result": ended.result,
+                "duration_ms": None if ended.status == "skipped" else ended.duration_ms,
+                "failure": ended.failure,
+                "cut_short": ended.cut_short,
+                "tool_calls": [
+                    {
+                        "tool": call.tool,
+                        "args": json.dumps(call.args, ensure_ascii=False),
+                        "status": call.status,
+                        "result": call.result,
+                        "duration_ms": call.duration_ms,
+                    }
+                    for call in ended.tool_calls
+                ],
+            }
+    task = stored.task if stored else ""
+    answer = summary = ""
+    if live is not None:
+        task = live.task or task
+        plan = live.plan if live.plan is not None else plan
+        for number, step in live.steps.items():
+            steps[number] = {
+                "status": step.status,
+                "result": step.result,
+                "duration_ms": step.duration_ms,
+                "failure": step.failure,
+                "cut_short": False,
+                "tool_calls": [dict(call) for call in step.tool_calls],
+            }
+        answer, summary = live.answer, live.summary
+    elif stored is not None and stored.result is not None:
+        answer, summary = stored.result.answer, stored.result.summary
+    finished = live is None and stored is not None and stored.result is not None
+    rows = []
+    for number, description in enumerate(plan, 1):
+        row = steps.get(number) or {
+            "status": "not run" if finished else "pending",
+            "result": "",
+            "duration_ms": None,
+            "failure": None,
+            "cut_short": False,
+            "tool_calls": [],
+        }
+        rows.append({"number": number, "description": description} | row)
+    return {
+        "thread_id": thread_id,
+        "task": task,
+        "status": status,
+        "running": live is not None,
+        "model": stored.model if stored else None,
+        "updated_at": stored.updated_at if stored else "",
+        "steps": rows,
+        "steps_done": sum(row["status"] in ("completed", "adapted", "failed") for row in rows),
+        "planned": len(plan),
+        "summary": summary,
+        "answer": answer,
+        "questions": [
+            {"id": question.id, "kind": question.kind, "request": question.request}
+            for question in questions
+        ],
+        "error": error,
+        # What the page's buttons and forms depend on: when it changes, the page reloads.
+        "controls": "|".join([status, *(question.id for question in questions)]),
+    }
+
+
+class Watcher:
+    """One WebSocket's mailbox: it holds only the newest view not yet sent."""
+
+    def __init__(self) -> None:
+        self._latest: str | None = None
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def offer(self, message: str) -> None:
+        self._latest = message
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def next(self) -> str | None:
+        """The newest view, once there is one; None once closed."""
+        await self._ready.wait()
+        self._ready.clear()
+        if self.closed:
+            return None
+        message, self._latest = self._latest, None
+        return message
+
+
+class RunHub:
+    """One thread's view and the sockets watching it; the progress broadcaster of its runs."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        self.stored: StoredRun | None = None
+        self.questions: list[Question] = []
+        self.live: LiveRun | None = None
+        self.error: str | None = None
+        self.version = 0
+        """Counts the views published, so a slower read of the store cannot replace a newer one."""
+        self.generation = 0
+        """Counts the runs begun here."""
+        self.watchers: set[Watcher] = set()
+
+    async def broadcast(self, event: str, data: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.apply(event, data)
+            self.publish()
+
+    def view(self) -> dict[str, Any]:
+        return run_view(self.thread_id, self.stored, self.live, self.questions, self.error)
+
+    def publish(self) -> None:
+        self.version += 1
+        if self.watchers:
+            message = json.dumps({"type": "view", "view": self.view()})
+            for watcher in self.watchers:
+                watcher.offer(message)
+
+    def begin(self, stored: StoredRun | None, live: LiveRun) -> Callable[[], None]:
+        """Show the run as running here from now on (the watchers see it with its first
+        view); the function returned undoes it, for a run refused before it began."""
+        before = self.stored, self.questions, self.error
+        self.generation += 1
+        self.stored, self.questions, self.live, self.error = stored, [], live, None
+
+        def undo() -> None:
+            self.generation += 1
+            self.stored, self.questions, self.error = before
+            self.live = None
+
+        return undo
+
+    @property
+    def idle(self) -> bool:
+        return not self.watchers and self.live is None and self.error is None
+
+
+Action = Callable[[Hooks], Coroutine[Any, Any, Outcome]]
+
+
+class LiveRuns:
+    """The web app's runs: each launched in the background through the service, with its
+    hub as progress broadcaster and no review or approval handler, so a run that reaches a
+    plan review or tool approval stops, stored, and waits for the page's answer."""
+
+    def __init__(self, service: RunService) -> None:
+        self.service = service
+        self.hubs: dict[str, RunHub] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def hub(self, thread_id: str) -> RunHub:
+        hub = self.hubs.get(thread_id)
+        if hub is None:
+            hub = self.hubs[thread_id] = RunHub(thread_id)
+        return hub
+
+    def running(self, thread_id: str) -> bool:
+        hub = self.hubs.get(thread_id)
+        job = self.service.background(thread_id)
+        return (
+            (hub is not None and hub.live is not None)
+            or self.service.is_running(thread_id)
+            or (job is not None and not job.done())
+        )
+
+    async def view(self, thread_id: str) -> dict[str, Any]:
+        """The run's view, read again from the store unless it runs here (`UnknownThread`
+        if there is no such run)."""
+        hub = self.hub(thread_id)
+        try:
+            if hub.live is None:
+                await self._refresh(hub)
+            return hub.view()
+        finally:
+            self._drop_if_idle(hub)
+
+    async def _refresh(self, hub: RunHub) -> None:
+        version = hub.version
+        stored = await self.service.run(hub.thread_id)
+        questions = (
+            await self.service.questions(hub.thread_id)
+            if stored.status.startswith("awaiting")
+            else []
+        )
+        if hub.version == version and hub.live is None:  # nothing newer came meanwhile
+            hub.stored, hub.questions = stored, questions
+            hub.publish()
+
+    async def launch(
+        self,
+        thread_id: str,
+        action: Action,
+        *,
+        stored: StoredRun | None = None,
+        task: str = "",
+        from_step: int | None = None,
+    ) -> None:
+        """Run `action(hooks)` (a call of the service's `start`, `resume` or `answer`) in the
+        background, and return once it has passed its checks and starts running. What it
+        refuses before then (a bad answer, a model that cannot be used) is raised here, and
+        nothing changes."""
+        if self.running(thread_id):
+            raise RunActive(f"run {thread_id!r} is running already; wait for it or cancel it")
+        hub = self.hub(thread_id)
+        started = asyncio.Event()
+        hooks = Hooks(progress=hub, starting=lambda _: started.set())
+        undo = hub.begin(stored, LiveRun(task=task, from_step=from_step))
+        generation = hub.generation
+        job = await self.service.launch(lambda: action(hooks), thread_id)
+        job.add_done_callback(lambda _: self._settle_soon(hub, generation, job, started))
+        waiting = asyncio.ensure_future(started.wait())
+        try:
+            await asyncio.wait({job, waiting}, timeout=START_WAIT_S, return_when="FIRST_COMPLETED")
+        finally:
+            waiting.cancel()
+        refused = None
+        if job.done() and not job.cancelled() and not started.is_set():
+            refused = job.exception()
+        if refused is not None:
+            undo()
+            self._drop_if_idle(hub)
+            raise refused
+        hub.publish()
+
+    def cancel(self, thread_id: str) -> bool:
+        return self.service.cancel(thread_id)
+
+    def _settle_soon(
+        self, hub: RunHub, generation: int, job: asyncio.Task[Outcome], started: asyncio.Event
+    ) -> None:
+        if self._closing:
+            return
+        settling = asyncio.get_running_loop().create_task(
+            self._settle(hub, generation, job, started)
+        )
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+
+    async def _settle(
+        self, hub: RunHub, generation: int, job: asyncio.Task[Outcome], started: asyncio.Event
+    ) -> None:
+        """After a background run: its view from the store, and the error that ended it."""
+        error = None
+        if not job.cancelled() and (failure := job.exception()) is not None and started.is_set():
+            if isinstance(failure, ServiceError | StoreError):
+                error = str(failure)
+            else:
+                logger.error("run %s failed", hub.thread_id, exc_info=failure)
+                error = (
+                    f"the run stopped on an error ({type(failure).__name__}); see the server's log"
+                )
+        if hub.generation != generation:  # refused, or another run of it began meanwhile
+            return
+        try:
+            stored = await self.service.find(hub.thread_id)
+            questions = (
+                await self.service.questions(hub.thread_id)
+                if stored is not None and stored.status.startswith("awaiting")
+                else []
+            )
+        except StoreError as exc:
+            stored, questions, error = hub.stored, [], str(exc)
+        if hub.generation != generation or self._closing:
+            return
+        hub.stored, hub.questions, hub.live, hub.error = stored, questions, None, error
+        hub.publish()
+        self._drop_if_idle(hub)
+
+    def watch(self, thread_id: str) -> Watcher:
+        watcher = Watcher()
+        self.hub(thread_id).watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, thread_id: str, watcher: Watcher) -> None:
+        hub = self.hubs.get(thread_id)
+        if hub is not None:
+            hub.watchers.discard(watcher)
+            self._drop_if_idle(hub)
+
+    def _drop_if_idle(self, hub: RunHub) -> None:
+        if hub.idle and self.hubs.get(hub.thread_id) is hub:
+            del self.hubs[hub.thread_id]
+
+    async def aclose(self) -> None:
+        """Stop the background runs (they stay stored, to be resumed) and the sockets."""
+        self._closing = True
+        await self.service.aclose()
+        settling = list(self._settling)
+        for task in settling:
+            task.cancel()
+        await asyncio.gather(*settling, return_exceptions=True)
+        for hub in self.hubs.values():
+            for watcher in hub.watchers:
+                watcher.close()
