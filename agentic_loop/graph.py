@@ -173,14 +173,3 @@ def create_agentic_loop(
     every node's writes to be stored before the next node starts. `agentic_loop.checkpointer()`
     is an in-memory checkpointer that restores the loop's types without warnings."""
     return build_graph(model, **settings).compile(checkpointer=checkpointer, store=store, name=name)
-
-
-def __getattr__(name: str) -> Any:
-    # `graph` for langgraph.json, built on first use so importing this module stays cheap.
-    if name == "graph":
-        from agentic_loop.models import load_model, model_spec_from_env
-
-        compiled = create_agentic_loop(load_model(model_spec_from_env()))
-        globals()["graph"] = compiled
-        return compiled
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

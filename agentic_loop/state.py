@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, Literal, NotRequired, Required
+from collections.abc import Sequence
+from functools import cache
+from typing import Annotated, Any, Literal, NotRequired, Required, Self
 
 from langchain_core.messages import AnyMessage
+from langgraph.channels import LastValue
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 StepStatus = Literal["completed", "adapted", "failed", "skipped"]
@@ -194,9 +196,47 @@ class StepFailure(BaseModel):
 def update_running(
     current: dict[str, RunningStep], changes: dict[str, RunningStep | None]
 ) -> dict[str, RunningStep]:
-    """Reducer of `running`: each step's entry replaced, or removed where it is None."""
+    """Reducer of `running`: each step's entry replaced, or removed where it is None.
+    Entries written as plain fields (through the LangGraph API, in JSON) become
+    `RunningStep`s."""
     merged = {**current, **changes}
-    return {key: step for key, step in merged.items() if step is not None}
+    return {
+        key: RunningStep.model_validate(step) for key, step in merged.items() if step is not None
+    }
+
+
+def add_steps(current: list[AgenticStep], new: list[AgenticStep]) -> list[AgenticStep]:
+    """Reducer of `steps`: the new steps after the old ones. Steps written as plain fields
+    (through the LangGraph API, in JSON) become `AgenticStep`s."""
+    return [*current, *(AgenticStep.model_validate(step) for step in new)]
+
+
+@cache
+def _adapter(typ: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(typ)
+
+
+class Validated(LastValue[Any]):
+    """A `LastValue` channel that holds its value as its type: a value written as plain
+    fields (a JSON state update through the LangGraph API) is validated into the loop's
+    model, so nodes and routers always read `Plan`, `Answer` or `AgenticResult`, never a
+    dict. A bad value is a pydantic `ValidationError` naming the field.
+
+    A stored value is validated too when it comes back as fields (a checkpoint read by a
+    serializer that did not allow the type); if it no longer fits, it is kept as it was,
+    for the run's readers to report (`storage.load_run`)."""
+
+    def update(self, values: Sequence[Any]) -> bool:
+        return super().update([_adapter(self.typ).validate_python(value) for value in values])
+
+    def from_checkpoint(self, checkpoint: Any) -> Self:
+        restored = super().from_checkpoint(checkpoint)
+        if isinstance(checkpoint, dict):
+            try:
+                restored.value = _adapter(self.typ).validate_python(checkpoint)
+            except ValidationError:
+                pass
+        return restored
 
 
 class PlanReview(TypedDict, total=False):
@@ -242,16 +282,16 @@ class AgenticInput(TypedDict):
 class AgenticOutput(TypedDict):
     """What a caller gets back."""
 
-    result: AgenticResult
+    result: Annotated[AgenticResult, Validated(AgenticResult)]
     """The whole outcome: summary, status, steps and durations."""
 
 
 class AgenticState(AgenticInput, AgenticOutput, total=False):
     """Everything the nodes share. Keys are absent until a node first writes them."""
 
-    plan: Plan
+    plan: Annotated[Plan, Validated(Plan)]
     """Written once by `plan`."""
-    steps: Annotated[list[AgenticStep], operator.add]
+    steps: Annotated[list[AgenticStep], add_steps]
     """Finished (and skipped) steps, in the order they ended."""
     running: Annotated[dict[str, RunningStep], update_running]
     """The steps in progress, by step number (as text)."""
@@ -259,7 +299,7 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     """The conversations of the steps in progress: prompts, the model's turns and the tool
     results, each message's id starting with its step's tag (`conversation.step_tag`).
     A step's messages are removed when it ends."""
-    answer: Answer | None
+    answer: Annotated[Answer | None, Validated(Answer | None)]
     """Written by `answer` once no step is left to run."""
     budget_spent: Budget | None
     """The budget that ran out, once one has: no step starts after it."""
