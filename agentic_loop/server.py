@@ -17,6 +17,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
@@ -171,13 +172,18 @@ def _reachable_model(chosen: ServerContext) -> Runnable:
     provider, _, name = spec.partition(":")
     if provider == "ollama" and name:
         check_ollama(name)
-    return load_model(
+    return _model(
         spec,
-        timeout_s=DEFAULT_TIMEOUT_S if chosen.timeout is None else chosen.timeout,
-        reply_tokens=(
-            DEFAULT_REPLY_TOKENS if chosen.max_reply_tokens is None else chosen.max_reply_tokens
-        ),
+        DEFAULT_TIMEOUT_S if chosen.timeout is None else chosen.timeout,
+        DEFAULT_REPLY_TOKENS if chosen.max_reply_tokens is None else chosen.max_reply_tokens,
     )
+
+
+@lru_cache(maxsize=32)
+def _model(spec: str, timeout_s: float, reply_tokens: int) -> Runnable:
+    """One chat model per choice, shared by the runs that make it: a model is a client,
+    whose making (two HTTP clients for Ollama) would otherwise slow every run's start."""
+    return load_model(spec, timeout_s=timeout_s, reply_tokens=reply_tokens)
 
 
 def _no_model(_: Any) -> Any:

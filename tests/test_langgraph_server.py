@@ -29,6 +29,7 @@ from agentic_loop.state import AgenticResult
 
 pytest.importorskip("langgraph_api", reason="needs langgraph-cli[inmem] (the test extra)")
 from langgraph_sdk import get_client  # noqa: E402
+from langgraph_sdk.errors import BadRequestError  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -258,6 +259,10 @@ async def test_a_plan_written_as_json_through_the_api_runs(served: Served) -> No
     assert state["next"] == ["schedule"]
     assert state["values"]["plan"]["steps"] == plan["steps"]
 
+    with pytest.raises(BadRequestError, match="validation error for Plan"):
+        await client.threads.update_state(
+            thread["thread_id"], {"plan": {**plan, "steps": "not a list"}}, as_node="plan"
+        )
     output = await client.runs.wait(thread["thread_id"], GRAPH, input=None)
     result = AgenticResult.model_validate(output["result"])
     assert result.task_id == "written1"
