@@ -123,9 +123,9 @@ class ServedLoop(CompiledStateGraph[AgenticState, ServerContext, AgenticInput, A
 
     The server copies the graph it loads with its own checkpointer (`Pregel.copy`), and
     the copy loses the allow-list that `compile()` gives the checkpointer under
-    `LANGGRAPH_STRICT_MSGPACK=true` (langgraph issue 7695): every resume would then read
-    the loop's types back as dicts. This copy gives the server's checkpointer the loop's
-    types (`with_allowlist`), strict or not."""
+    `LANGGRAPH_STRICT_MSGPACK=true` (langgraph issue 7695): every resume would then have
+    the loop's types blocked and read back as their fields (dicts). This copy gives the
+    server's checkpointer the loop's types (`with_allowlist`), strict or not."""
 
     def copy(self, update: dict[str, Any] | None = None) -> ServedLoop:
         update = dict(update or {})
