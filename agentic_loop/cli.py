@@ -34,7 +34,10 @@ from agentic_loop.settings import (
     DEFAULT_MAX_REPLANS,
     DEFAULT_MAX_STEPS,
     DEFAULT_MAX_TOOL_CALLS,
+    MAX_PARALLEL_ENV,
+    MAX_SECONDS_ENV,
     MAX_STEPS_ENV,
+    MAX_TOKENS_ENV,
     MOST_PARALLEL,
     MOST_REPLANS,
     MOST_REPLY_TOKENS,
@@ -42,6 +45,7 @@ from agentic_loop.settings import (
     MOST_STEPS,
     MOST_TOKENS,
     MOST_TOOL_CALLS,
+    STEP_TIMEOUT_ENV,
     default_max_steps,
 )
 from agentic_loop.terminal import TerminalProgress, console, to_json, visible
@@ -63,10 +67,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
-MAX_PARALLEL_ENV = "AGENTIC_LOOP_MAX_PARALLEL"
-STEP_TIMEOUT_ENV = "AGENTIC_LOOP_STEP_TIMEOUT"
-MAX_SECONDS_ENV = "AGENTIC_LOOP_MAX_SECONDS"
-MAX_TOKENS_ENV = "AGENTIC_LOOP_MAX_TOKENS"
 
 ModelOption = Annotated[
     str | None,

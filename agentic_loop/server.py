@@ -34,7 +34,15 @@ from agentic_loop.models import (
     model_spec_from_env,
     resolve_spec,
 )
-from agentic_loop.settings import MOST_PARALLEL, MOST_SECONDS, MOST_TOKENS
+from agentic_loop.settings import (
+    MAX_PARALLEL_ENV,
+    MAX_SECONDS_ENV,
+    MAX_TOKENS_ENV,
+    MOST_PARALLEL,
+    MOST_SECONDS,
+    MOST_TOKENS,
+    STEP_TIMEOUT_ENV,
+)
 from agentic_loop.state import STORED_TYPES, AgenticInput, AgenticOutput, AgenticState, ReplanMode
 
 ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
@@ -73,12 +81,12 @@ class ServerContext:
 
 
 _ENV: dict[str, tuple[str, type[int] | type[float], float]] = {
-    "max_parallel": ("AGENTIC_LOOP_MAX_PARALLEL", int, MOST_PARALLEL),
-    "step_timeout": ("AGENTIC_LOOP_STEP_TIMEOUT", float, MOST_SECONDS),
-    "max_seconds": ("AGENTIC_LOOP_MAX_SECONDS", float, MOST_SECONDS),
-    "max_tokens": ("AGENTIC_LOOP_MAX_TOKENS", int, MOST_TOKENS),
+    "max_parallel": (MAX_PARALLEL_ENV, int, MOST_PARALLEL),
+    "step_timeout": (STEP_TIMEOUT_ENV, float, MOST_SECONDS),
+    "max_seconds": (MAX_SECONDS_ENV, float, MOST_SECONDS),
+    "max_tokens": (MAX_TOKENS_ENV, int, MOST_TOKENS),
 }
-"""The settings the CLI also reads from the environment (besides the model and
+"""The settings read from the environment as the CLI reads them (besides the model and
 `AGENTIC_LOOP_MAX_STEPS`, which `models` and `settings` read), with their bounds."""
 
 

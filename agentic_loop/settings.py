@@ -23,6 +23,10 @@ CHARS_PER_TOKEN = 8
 DEFAULT_REPLY_CHARS = 1024 * CHARS_PER_TOKEN
 """Past this many characters a streamed reply is cut, whatever the server's own cap."""
 MAX_STEPS_ENV = "AGENTIC_LOOP_MAX_STEPS"
+MAX_PARALLEL_ENV = "AGENTIC_LOOP_MAX_PARALLEL"
+STEP_TIMEOUT_ENV = "AGENTIC_LOOP_STEP_TIMEOUT"
+MAX_SECONDS_ENV = "AGENTIC_LOOP_MAX_SECONDS"
+MAX_TOKENS_ENV = "AGENTIC_LOOP_MAX_TOKENS"
 PlanFormat = Literal["typed", "text", "text_then_typed"]
 
 # The bounds of the numbers a run takes, checked where they come in: `Settings`, and the
