@@ -10,7 +10,9 @@ import json
 import re
 import socket
 import subprocess
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -134,3 +136,102 @@ def test_a_database_that_cannot_be_used_is_one_line(
         assert conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
         ).fetchone() == (0,)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
+BUSY = re.compile(
+    r"error: run '(?P<thread>[^']+)' is being run by pid (?P<pid>\d+) on (?P<host>\S+) since "
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; wait for it to end, or stop that process"
+)
+
+
+def test_of_two_resumes_started_together_one_runs_and_the_other_is_refused(
+    location: str,
+) -> None:
+    """A run killed at step 2, then two `resume`s at once. The one that gets the lease asks
+    for step 2, which the server holds until the other has ended: that one is refused, one
+    line naming the first; then steps 2 and 3 and the answer are asked for once each."""
+    held = [HeldFirstCalls((2,), step_of)]
+    thread = "beach"
+    with OllamaTestServer(answering(held)) as server:
+        before = killed_at_step_2(location, thread, server, held)
+        held[0] = HeldFirstCalls((2,), step_of)  # hold the resumed step 2 in turn
+        resumes = [
+            spawn_cli("resume", thread, "--db", location, "--json", host=server.url)
+            for _ in range(2)
+        ]
+        try:
+            deadline = time.monotonic() + 60
+            while all(p.poll() is None for p in resumes):
+                assert time.monotonic() < deadline, "neither resume ended within 60 s"
+                time.sleep(0.02)
+            [refused] = [p for p in resumes if p.poll() is not None]
+            [runner] = [p for p in resumes if p is not refused]
+            held[0].release.set()
+            out, err = runner.communicate(timeout=60)
+            refused_out, refused_err = refused.communicate(timeout=10)
+        finally:
+            held[0].release.set()
+            for proc in resumes:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=30)
+        requests = server.chat_requests()
+
+    assert refused.returncode == 2, refused_out + refused_err
+    busy = BUSY.fullmatch(refused_err.strip())
+    assert busy, refused_err
+    assert (busy["thread"], int(busy["pid"]), busy["host"]) == (
+        thread,
+        runner.pid,
+        socket.gethostname(),
+    )
+    assert refused_out == ""
+    assert runner.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "completed"
+    assert [s["result"] for s in result["steps"]] == [f"Did step {n}." for n in (1, 2, 3)]
+    assert steps_asked(requests[before:]) == {2: 1, 3: 1, None: 1}
+
+
+def test_a_run_that_a_live_process_runs_is_refused_to_every_other_runner(
+    location: str,
+) -> None:
+    """While a CLI process runs a thread (its step 2 held at the server), `run --thread`,
+    `resume` and `resume --from-step` of that thread are each refused, naming it."""
+    held = [HeldFirstCalls((2,), step_of)]
+    thread = "beach"
+    with OllamaTestServer(answering(held)) as server:
+        runner = spawn_cli(
+            "run", "Plan a beach day", "--db", location, "--thread", thread, host=server.url
+        )
+        try:
+            wait_for(held[0].all_arrived, runner, "step 2 reached the model")
+            refusals = [
+                run_cli(*command, "--db", location, host=server.url)
+                for command in [
+                    ("run", "Plan a beach day", "--thread", thread),
+                    ("resume", thread),
+                    ("resume", thread, "--from-step", "1"),
+                ]
+            ]
+            held[0].release.set()
+            out, err = runner.communicate(timeout=60)
+        finally:
+            held[0].release.set()
+            if runner.poll() is None:
+                runner.kill()
+            runner.wait(timeout=30)
+        requests = server.chat_requests()
+
+    for refused in refusals:
+        busy = BUSY.fullmatch(one_error_line(refused))
+        assert busy and int(busy["pid"]) == runner.pid, refused.stderr
+    assert runner.returncode == 0, err
+    assert steps_asked(requests) == {1: 1, 2: 1, 3: 1, None: 1}
