@@ -463,6 +463,8 @@ def test_with_a_token_any_host_name_is_answered(guarded) -> None:
         {"Origin": "null"},
         {"Origin": "http://127.0.0.1:9999"},
         {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port of 127.0.0.1
+        {"Origin": BASE, "Sec-Fetch-Site": "same-site"},
     ],
 )
 def test_cross_site_posts_are_refused_and_change_nothing(client, db, headers) -> None:

@@ -263,6 +263,7 @@ class RunHub:
         self.generation = 0
         """Counts the runs begun here."""
         self.watchers: set[Watcher] = set()
+        self._sent: str | None = None
 
     async def broadcast(self, event: str, data: dict[str, Any]) -> None:
         if self.live is not None:
@@ -273,11 +274,14 @@ class RunHub:
         return run_view(self.thread_id, self.stored, self.live, self.questions, self.error)
 
     def publish(self) -> None:
+        """Send the view to every watcher, if it changed since it was last sent."""
         self.version += 1
-        if self.watchers:
-            message = json.dumps({"type": "view", "view": self.view()})
-            for watcher in self.watchers:
-                watcher.offer(message)
+        message = json.dumps({"type": "view", "view": self.view()})
+        if message == self._sent:
+            return
+        self._sent = message
+        for watcher in self.watchers:
+            watcher.offer(message)
 
     def begin(self, stored: StoredRun | None, live: LiveRun) -> Callable[[], None]:
         """Show the run as running here from now on (the watchers see it with its first

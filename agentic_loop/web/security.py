@@ -133,12 +133,17 @@ def bearer_token(headers: Headers) -> str | None:
 
 
 def _same_site(headers: Headers, host: str) -> bool:
-    if headers.get("sec-fetch-site") == "cross-site":
+    """Whether a request comes from the app's own pages (or from no page: a program).
+    `same-site` is refused too: another port of 127.0.0.1 is the same site."""
+    fetched_from = headers.get("sec-fetch-site")
+    if fetched_from not in (None, "same-origin", "none"):
         return False
     origin = headers.get("origin")
-    if origin is None:  # not from a browser, or a same-origin GET
+    if origin is None:  # not from a browser
         return True
-    return origin != "null" and urlsplit(origin).netloc == host
+    if origin == "null":  # a browser that hides where it comes from
+        return fetched_from == "same-origin"
+    return urlsplit(origin).netloc == host
 
 
 def _error(connection: HTTPConnection, status: int, message: str) -> Response:
@@ -185,7 +190,7 @@ def _with_headers(send: Send, host: str) -> Send:
             raw = list(message.get("headers", []))
             extra = {
                 "x-content-type-options": "nosniff",
-                "referrer-policy": "no-referrer",
+                "referrer-policy": "same-origin",
                 "x-frame-options": "DENY",
                 "cache-control": "no-store",
             }

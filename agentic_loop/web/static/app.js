@@ -8,6 +8,7 @@
   if (!thread) return;
 
   let delay = 1000;
+  let reloading = false;
   let pictureTimer = null;
 
   function connect() {
@@ -20,6 +21,7 @@
       connection.className = "connection live";
     };
     socket.onmessage = function (message) {
+      if (reloading) return;
       const data = JSON.parse(message.data);
       if (data.type === "error") {
         showError(data.error);
@@ -28,6 +30,7 @@
       }
     };
     socket.onclose = function (closing) {
+      if (reloading) return;
       connection.textContent = "reconnecting…";
       connection.className = "connection down";
       if (closing.code === 4404) return; // no such run: nothing to wait for
@@ -39,6 +42,7 @@
   function show(view) {
     if (view.controls !== body.dataset.controls) {
       // The buttons and forms depend on the status and the questions: the server draws them.
+      reloading = true;
       location.reload();
       return;
     }
