@@ -50,7 +50,7 @@ from agentic_loop.service import (
 )
 from agentic_loop.settings import MOST_STEPS
 from agentic_loop.web import security
-from agentic_loop.web.live import LiveRuns, run_row
+from agentic_loop.web.live import LiveRuns
 
 logger = logging.getLogger(__name__)
 
@@ -375,8 +375,7 @@ def _runs(connection: HTTPConnection) -> LiveRuns:
 
 
 async def _rows(request: Request) -> list[dict[str, Any]]:
-    runs = _runs(request)
-    return [run_row(stored, runs.running(stored.thread_id)) for stored in await runs.service.runs()]
+    return await _runs(request).rows()
 
 
 def _page(request: Request, name: str, *, status_code: int = 200, **context: Any) -> Response:

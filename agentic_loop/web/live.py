@@ -331,6 +331,20 @@ class LiveRuns:
             or (job is not None and not job.done())
         )
 
+    def running_threads(self) -> set[str]:
+        """The threads whose runs go on here now."""
+        return {thread_id for thread_id, hub in self.hubs.items() if hub.live is not None}
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """Every stored run as the runs page lists it, most recently updated first."""
+        # Taken before the store is read: a run that ends during the read, read as it was
+        # before it ended, still shows as running rather than as interrupted.
+        running = self.running_threads()
+        return [
+            run_row(stored, stored.thread_id in running or self.running(stored.thread_id))
+            for stored in await self.service.runs()
+        ]
+
     async def view(self, thread_id: str) -> dict[str, Any]:
         """The run's view, read again from the store unless it runs here (`UnknownThread`
         if there is no such run)."""
