@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +20,10 @@ from pydantic import SkipValidation
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from agentic_loop.leases import hold_run
 from agentic_loop.service import Hooks, RunRequest, RunService
 from agentic_loop.step_tools import ToolOptions
-from agentic_loop.storage import RunOptions
+from agentic_loop.storage import RunOptions, open_store
 from agentic_loop.web import create_app
 
 TESTS = Path(__file__).parent
@@ -298,6 +300,43 @@ def test_runs_left_running_when_the_server_stops_are_interrupted_after_a_restart
         post(client, f"/runs/{thread_id}/resume")
         view = wait_view(client, thread_id, status_is("completed"))
     assert [step["result"] for step in view["steps"]] == ["Beach: Brighton.", "Bag: towel."]
+
+
+def test_a_run_another_process_runs_shows_as_running_elsewhere_and_is_followed(db) -> None:
+    held = two_steps(hold_at=3)
+    with TestClient(app_over(db, held), base_url=BASE) as client:
+        thread_id = start(client)
+        wait_view(client, thread_id, lambda v: v["steps_done"] == 1)
+    taken, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:  # holds the run's lease, as a CLI running it would
+        async def hold() -> None:
+            async with open_store(db) as saver, hold_run(saver, thread_id):
+                taken.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.01)
+
+        asyncio.run(hold())
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        with TestClient(app_over(db, two_steps()), base_url=BASE) as client:
+            assert client.get("/api/runs").json()[0]["status"] == "running elsewhere"
+            page = client.get(f"/runs/{thread_id}").text
+            assert 'id="elsewhere"' in page and f"pid {os.getpid()}" in page
+            assert 'id="resume"' not in page
+            response = post(client, f"/runs/{thread_id}/resume")
+            assert response.status_code == 409
+            assert "is being run by" in response.text
+            with connect_ws(client, f"/runs/{thread_id}/ws") as ws:
+                assert ws.receive_json()["view"]["status"] == "running elsewhere"
+                release.set()  # the other process stops: the page sees it
+                assert ws.receive_json()["view"]["status"] == "interrupted"
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_a_finished_run_runs_again_from_a_step(client, model) -> None:

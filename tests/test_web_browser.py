@@ -29,7 +29,8 @@ RESULTS = {
     3: "Towel, sun cream, water, a <b>windbreak</b> and [a map](https://example.com).",
 }
 ANSWER = "Take the 9:10 train to Brighton, swim around low tide at 11:40, and bring a windbreak."
-TASK = "Plan a day at the seaside <script>document.title='owned'</script>"
+TASK = "Plan a day at the seaside"
+HOSTILE_TASK = "Write release notes for v2 <script>document.title='owned'</script>"
 
 
 def find_browser() -> tuple[str, str] | None:
@@ -176,7 +177,7 @@ def test_start_review_watch_and_answer_in_a_browser(
     until(browser, lambda d: text_of(d, "#status") == "awaiting review")
     proposed = [item.text for item in browser.find_elements(By.CSS_SELECTOR, ".proposed li")]
     assert proposed == PLAN
-    assert text_of(browser, "#task") == TASK  # shown as text, not run
+    assert text_of(browser, "#task") == TASK
     assert browser.title.endswith("agentic-loop")
     browser.find_element(By.CSS_SELECTOR, "form.question button.approve").click()
 
@@ -201,15 +202,15 @@ def test_start_review_watch_and_answer_in_a_browser(
     assert browser.execute_script(
         "const img = document.getElementById('picture'); return img.complete && img.naturalWidth"
     )
-    assert browser.title != "owned"
     browser.save_screenshot(str(folder / "run-page.png"))
 
-    # A second run waits for its review; the runs page lists both.
+    # A second run waits for its review; the runs page lists both, tasks shown as text.
     browser.get(serve + "new")
-    browser.find_element(By.ID, "task").send_keys("Write release notes for v2")
+    browser.find_element(By.ID, "task").send_keys(HOSTILE_TASK)
     browser.find_element(By.ID, "review").click()
     browser.find_element(By.ID, "start").click()
     until(browser, lambda d: text_of(d, "#status") == "awaiting review")
+    assert text_of(browser, "#task") == HOSTILE_TASK
     browser.get(serve)
     rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
     assert [row.find_element(By.CSS_SELECTOR, ".status").text for row in rows] == [
@@ -217,4 +218,6 @@ def test_start_review_watch_and_answer_in_a_browser(
         "completed",
     ]
     assert "3/3" in rows[1].text and ANSWER[:40] in rows[1].text
+    assert HOSTILE_TASK in rows[0].text
+    assert browser.title == "Runs · agentic-loop"  # no script of the task ran
     browser.save_screenshot(str(folder / "runs-page.png"))

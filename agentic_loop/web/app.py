@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATUSES = (
     "running",
+    "running elsewhere",
     "interrupted",
     "awaiting review",
     "awaiting approval",

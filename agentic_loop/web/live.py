@@ -34,6 +34,8 @@ from agentic_loop.storage import StoredRun
 
 logger = logging.getLogger(__name__)
 
+FOLLOW_S = 2.0
+"""How often a page watching a run that another process runs reads it again."""
 START_WAIT_S = 60.0
 """How long an action waits for its run to get past its checks (the model loaded, the
 answer read) before it answers the browser anyway."""
@@ -111,27 +113,30 @@ class LiveRun:
             self.summary = data["summary"]
 
 
-def display_status(stored: StoredRun | None, running: bool) -> str:
-    """The status a page shows: `running` while this server runs it, `interrupted` for an
-    unfinished run nobody here runs (it can be resumed), else the stored status."""
+def display_status(stored: StoredRun | None, running: bool, elsewhere: bool = False) -> str:
+    """The status a page shows: `running` while this server runs it, `running elsewhere`
+    while another process holds its lease, `interrupted` for an unfinished run nobody runs
+    (it can be resumed), else the stored status."""
     if running:
         return "running"
     if stored is None:
         return "unknown"
-    return "interrupted" if stored.status == "unfinished" else stored.status
+    if stored.status == "unfinished":
+        return "running elsewhere" if elsewhere else "interrupted"
+    return stored.status
 
 
 def steps_done(stored: StoredRun) -> int:
     return sum(step.status != "skipped" for step in stored.steps)
 
 
-def run_row(stored: StoredRun, running: bool) -> dict[str, Any]:
+def run_row(stored: StoredRun, running: bool, elsewhere: bool = False) -> dict[str, Any]:
     """A run as the runs page lists it."""
     answer = stored.result.answer if stored.result else ""
     return {
         "thread_id": stored.thread_id,
         "task": one_line(stored.task, PREVIEW_CHARS),
-        "status": display_status(stored, running),
+        "status": display_status(stored, running, elsewhere),
         "steps_done": steps_done(stored),
         "planned": len(stored.plan),
         "answer": one_line(answer, PREVIEW_CHARS),
@@ -145,10 +150,11 @@ def run_view(
     live: LiveRun | None,
     questions: list[Question],
     error: str | None = None,
+    elsewhere: str | None = None,
 ) -> dict[str, Any]:
     """The whole of a run as its page shows it: `stored` with `live` laid over it (None
-    when the run does not run here)."""
-    status = display_status(stored, live is not None)
+    when the run does not run here); `elsewhere` says who runs it, if another process does."""
+    status = display_status(stored, live is not None, elsewhere is not None)
     plan = list(stored.plan) if stored else []
     steps: dict[int, dict[str, Any]] = {}
     if stored is not None:
@@ -218,6 +224,7 @@ def run_view(
             for question in questions
         ],
         "error": error,
+        "elsewhere": elsewhere if status == "running elsewhere" else None,
         # What the page's buttons and forms depend on: when it changes, the page reloads.
         "controls": "|".join([status, *(question.id for question in questions)]),
     }
@@ -258,6 +265,9 @@ class RunHub:
         self.questions: list[Question] = []
         self.live: LiveRun | None = None
         self.error: str | None = None
+        self.elsewhere: str | None = None
+        """Who runs it, when another process does (from its lease)."""
+        self.follower: asyncio.Task[None] | None = None
         self.version = 0
         """Counts the views published, so a slower read of the store cannot replace a newer one."""
         self.generation = 0
@@ -271,7 +281,9 @@ class RunHub:
             self.publish()
 
     def view(self) -> dict[str, Any]:
-        return run_view(self.thread_id, self.stored, self.live, self.questions, self.error)
+        return run_view(
+            self.thread_id, self.stored, self.live, self.questions, self.error, self.elsewhere
+        )
 
     def publish(self) -> None:
         """Send the view to every watcher, if it changed since it was last sent."""
@@ -289,6 +301,7 @@ class RunHub:
         before = self.stored, self.questions, self.error
         self.generation += 1
         self.stored, self.questions, self.live, self.error = stored, [], live, None
+        self.elsewhere = None
 
         def undo() -> None:
             self.generation += 1
@@ -340,10 +353,19 @@ class LiveRuns:
         # Taken before the store is read: a run that ends during the read, read as it was
         # before it ended, still shows as running rather than as interrupted.
         running = self.running_threads()
-        return [
-            run_row(stored, stored.thread_id in running or self.running(stored.thread_id))
-            for stored in await self.service.runs()
-        ]
+        rows = []
+        for stored in await self.service.runs():
+            here = stored.thread_id in running or self.running(stored.thread_id)
+            elsewhere = not here and await self._held_elsewhere(stored) is not None
+            rows.append(run_row(stored, here, elsewhere))
+        return rows
+
+    async def _held_elsewhere(self, stored: StoredRun) -> str | None:
+        """Who runs an unfinished run, if another process does."""
+        if stored.status != "unfinished":
+            return None
+        holder = await self.service.holder(stored.thread_id)
+        return holder.describe() if holder is not None else None
 
     async def view(self, thread_id: str) -> dict[str, Any]:
         """The run's view, read again from the store unless it runs here (`UnknownThread`
@@ -352,9 +374,21 @@ class LiveRuns:
         try:
             if hub.live is None:
                 await self._refresh(hub)
+                if hub.elsewhere and hub.watchers and (not hub.follower or hub.follower.done()):
+                    hub.follower = asyncio.get_running_loop().create_task(self._follow(hub))
             return hub.view()
         finally:
             self._drop_if_idle(hub)
+
+    async def _follow(self, hub: RunHub) -> None:
+        """While another process runs the run and pages watch it, read it again now and
+        then: its progress events reach only that process."""
+        while hub.watchers and hub.live is None and hub.elsewhere and not self._closing:
+            await asyncio.sleep(FOLLOW_S)
+            try:
+                await self._refresh(hub)
+            except (ServiceError, StoreError):
+                return
 
     async def _refresh(self, hub: RunHub) -> None:
         version = hub.version
@@ -364,8 +398,9 @@ class LiveRuns:
             if stored.status.startswith("awaiting")
             else []
         )
+        elsewhere = await self._held_elsewhere(stored)
         if hub.version == version and hub.live is None:  # nothing newer came meanwhile
-            hub.stored, hub.questions = stored, questions
+            hub.stored, hub.questions, hub.elsewhere = stored, questions, elsewhere
             hub.publish()
 
     async def launch(
@@ -468,6 +503,7 @@ class LiveRuns:
         self._closing = True
         await self.service.aclose()
         settling = list(self._settling)
+        settling += [hub.follower for hub in self.hubs.values() if hub.follower is not None]
         for task in settling:
             task.cancel()
         await asyncio.gather(*settling, return_exceptions=True)
