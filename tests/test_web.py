@@ -20,11 +20,13 @@ from pydantic import SkipValidation
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from agentic_loop import events
 from agentic_loop.leases import hold_run
 from agentic_loop.service import Hooks, RunRequest, RunService
 from agentic_loop.step_tools import ToolOptions
 from agentic_loop.storage import RunOptions, open_store
 from agentic_loop.web import create_app
+from agentic_loop.web.live import LiveRun, run_view
 
 TESTS = Path(__file__).parent
 BASE = "http://127.0.0.1:8765"
@@ -420,6 +422,40 @@ def test_a_socket_for_an_unknown_run_is_told_so(client) -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             socket.receive_json()
     assert closed.value.code == 4404
+
+
+def test_live_events_are_laid_over_the_stored_run() -> None:
+    """What a page shows of a run going on here, from the progress events alone."""
+    live = LiveRun(task="Add numbers")
+    for event in [
+        {"event": events.PLAN_READY, "data": {"task": "Add numbers", "steps": ["Add", "Say"]}},
+        {"event": events.STEP_STARTED, "data": {"step": 1, "description": "Add"}},
+        events.tool_called("t", 1, "add", {"a": 2, "b": 3}),
+        events.tool_called("t", 1, "add", {"a": 4, "b": 5}),
+    ]:
+        live.apply(event["event"], event["data"])
+    view = run_view("run-x", None, live, [])
+    assert view["status"] == "running"
+    assert [(step["number"], step["status"]) for step in view["steps"]] == [
+        (1, "running"),
+        (2, "pending"),
+    ]
+    assert [(call["args"], call["status"]) for call in view["steps"][0]["tool_calls"]] == [
+        ('{"a": 2, "b": 3}', "running"),
+        ('{"a": 4, "b": 5}', "running"),
+    ]
+    first_back = events.tool_result("t", 1, "add", "5", "success", 3)
+    live.apply(first_back["event"], first_back["data"])
+    live.apply(
+        events.STEP_COMPLETE,
+        {"step": 1, "description": "Add", "result": "It is 5.", "duration_ms": 40},
+    )
+    step = run_view("run-x", None, live, [])["steps"][0]
+    assert (step["status"], step["result"], step["duration_ms"]) == ("completed", "It is 5.", 40)
+    assert [(call["status"], call["result"]) for call in step["tool_calls"]] == [
+        ("success", "5"),
+        ("running", ""),
+    ]
 
 
 # --- who may use it ----------------------------------------------------------------------

@@ -7,7 +7,8 @@ run's view, as JSON, to every WebSocket watching the thread. A view is the store
 since laid over it, so each message is complete: a page that opens late, reconnects or
 falls behind renders the latest view and has missed nothing. Each socket keeps only the
 newest view it has not sent yet (`Watcher`), so a slow browser never holds up the run or
-the others.
+the others. A run that another process runs (it holds the run's lease) sends its events
+there: its watchers here get it read again from the store every `FOLLOW_S` seconds.
 """
 
 from __future__ import annotations
