@@ -8,10 +8,7 @@ Set AGENTIC_LOOP_SCREENSHOTS=docs to write the README's screenshots there."""
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 
 import pytest
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of
+from test_web_serve import start_serve, stop
 
 pytestmark = pytest.mark.integration
 
@@ -75,38 +73,12 @@ def ollama(step_two_held: threading.Event) -> Iterator[OllamaTestServer]:
 @pytest.fixture
 def serve(tmp_path: Path, ollama: OllamaTestServer) -> Iterator[str]:
     """`agentic-loop serve` on a free port; yields its address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentic_loop", "serve", "--port", "0"]
-        + ["--db", str(tmp_path / "runs.sqlite"), "--model", "ollama:test-model"],
-        env={**os.environ, "OLLAMA_HOST": ollama.url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    process, address = start_serve(tmp_path / "runs.sqlite", ollama)
     try:
-        line = _first_line(process, timeout=30)
-        assert " at http://127.0.0.1:" in line, line
-        yield line.rsplit(" at ", 1)[1].strip()
+        yield address
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    errors = process.stderr.read() if process.stderr else ""
+        errors = stop(process)
     assert "Traceback" not in errors, errors
-
-
-def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            process.kill()
-            raise AssertionError("agentic-loop serve printed nothing")
-    return process.stdout.readline()
 
 
 @pytest.fixture
@@ -221,3 +193,37 @@ def test_start_review_watch_and_answer_in_a_browser(
     assert HOSTILE_TASK in rows[0].text
     assert browser.title == "Runs · agentic-loop"  # no script of the task ran
     browser.save_screenshot(str(folder / "runs-page.png"))
+
+
+def test_a_page_open_across_a_server_restart_shows_the_run_interrupted_and_resumes_it(
+    browser: Any, ollama: OllamaTestServer, step_two_held: threading.Event, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    db = tmp_path / "runs.sqlite"
+    process, address = start_serve(db, ollama)
+    try:
+        browser.get(address + "new")
+        browser.find_element(By.ID, "task").send_keys(TASK)
+        browser.find_element(By.ID, "start").click()
+        until(browser, lambda d: step_status(d, 2) == "running")
+        assert step_status(browser, 1) == "completed"
+    finally:
+        errors = stop(process)  # step 2 is cut short: the run stays stored, unfinished
+    assert "Traceback" not in errors, errors
+    until(browser, lambda d: text_of(d, "#connection") == "reconnecting…")
+
+    port = int(address.rstrip("/").rsplit(":", 1)[1])
+    process, address = start_serve(db, ollama, port=port)
+    try:
+        # The page reconnects by itself and catches up from the store.
+        until(browser, lambda d: text_of(d, "#status") == "interrupted")
+        assert step_status(browser, 1) == "completed" and step_status(browser, 2) == "pending"
+        step_two_held.set()
+        browser.find_element(By.ID, "resume").click()
+        until(browser, lambda d: text_of(d, "#status") == "completed")
+        assert text_of(browser, "#answer") == ANSWER
+        assert [step_status(browser, n) for n in (1, 2, 3)] == ["completed"] * 3
+    finally:
+        errors = stop(process)
+    assert "Traceback" not in errors, errors

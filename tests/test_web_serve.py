@@ -5,6 +5,7 @@ The model is the real ChatOllama client against the Ollama-protocol test server.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -17,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
-from test_web_browser import _first_line
 
 pytestmark = pytest.mark.integration
 
@@ -47,22 +47,40 @@ def ollama(held: threading.Event) -> Iterator[OllamaTestServer]:
         yield server
 
 
-def start_serve(db: Path, ollama: OllamaTestServer, *args: str) -> tuple[subprocess.Popen, str]:
+def start_serve(
+    db: Path, ollama: OllamaTestServer, *args: str, port: int = 0
+) -> tuple[subprocess.Popen[str], str]:
+    """`agentic-loop serve` over the store `db` and the Ollama test server, on `port` (0:
+    a free one); the process and the address it printed."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "agentic_loop", "serve", "--port", "0", "--db", str(db), *args],
-        env={**os.environ, "OLLAMA_HOST": ollama.url, "AGENTIC_LOOP_MODEL": "ollama:test-model"},
+        [sys.executable, "-m", "agentic_loop", "serve", "--port", str(port), "--db", str(db)]
+        + ["--model", "ollama:test-model", *args],
+        env={**os.environ, "OLLAMA_HOST": ollama.url},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
     )
-    line = _first_line(process, timeout=30)
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(30):
+            process.kill()
+            raise AssertionError("agentic-loop serve printed nothing")
+    line = process.stdout.readline()
+    assert " at http://127.0.0.1:" in line, (line, process.stderr and process.stderr.read())
     return process, line.rsplit(" at ", 1)[1].strip()
 
 
-def stop(process: subprocess.Popen) -> str:
+def stop(process: subprocess.Popen[str]) -> str:
+    """Stop the server as a service manager would (SIGTERM); what it wrote to stderr."""
     process.send_signal(signal.SIGTERM)
-    _, errors = process.communicate(timeout=30)
+    try:
+        _, errors = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, errors = process.communicate()
+        raise
     return errors
 
 

@@ -91,8 +91,9 @@ def create_app(
     """The web app over the run store at `store` (a SQLite path or a `postgresql://` URL;
     None: `AGENTIC_LOOP_DB`, else the default), opened for the app's life, or over a
     service the caller keeps open. With `token`, every request needs it (see `security`).
-    `model_factory` and `reply_timeout` go to the service; `default_model` fills the start
-    form's model field (default: `AGENTIC_LOOP_MODEL`, else `auto`)."""
+    `model_factory` and `reply_timeout` go to the service; `default_model` is the model of
+    a run started without one, and fills the start form's model field (default:
+    `AGENTIC_LOOP_MODEL`, else `auto`)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -216,7 +217,7 @@ async def start(request: Request) -> Response:
         _bad(422, "the task is empty; say what to do")
     if len(task) > MOST_TASK_CHARS:
         _bad(422, f"the task is {len(task)} characters long; at most {MOST_TASK_CHARS}")
-    model = _text(form, "model").strip() or None
+    model = _text(form, "model").strip() or request.app.state.default_model
     max_steps = _whole(form, "max_steps", 1, MOST_STEPS) or 0
     review = _text(form, "review") in ("on", "true", "1", "yes")
     thread_id = new_thread_id()
