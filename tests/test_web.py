@@ -709,6 +709,27 @@ def test_a_file_where_text_belongs_is_422(client, db) -> None:
     assert stored_runs(db) == []
 
 
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        (
+            "multipart/form-data; boundary=xx",
+            b'--xx\r\nContent-Disposition: form-data; name="task"',
+        ),
+        ("multipart/form-data", b"no boundary"),
+        ("application/x-www-form-urlencoded", b"csrf=%(csrf)s&task=%%ff%%fe&max_steps=%%00"),
+        ("application/json", b'{"task": "Go"}'),
+        ("text/plain", b"\xff\xfe\x00"),
+    ],
+)
+def test_malformed_bodies_are_4xx_and_store_nothing(client, db, content_type, body) -> None:
+    body = body.replace(b"%(csrf)s", csrf(client).encode()).replace(b"%%", b"%")
+    response = client.post("/runs", content=body, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500, response.text
+    no_traceback(response)
+    assert stored_runs(db) == []
+
+
 def test_an_unknown_status_filter_is_422(client) -> None:
     response = client.get("/?status=exploded")
     assert response.status_code == 422
