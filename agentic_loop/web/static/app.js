@@ -31,9 +31,12 @@
     };
     socket.onclose = function (closing) {
       if (reloading) return;
-      connection.textContent = "reconnecting…";
       connection.className = "connection down";
-      if (closing.code === 4404) return; // no such run: nothing to wait for
+      if (closing.code === 4404) { // no such run: nothing to wait for
+        connection.textContent = "no such run";
+        return;
+      }
+      connection.textContent = "reconnecting…";
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     };
