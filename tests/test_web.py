@@ -150,8 +150,9 @@ def test_the_runs_page_lists_and_filters_runs(client) -> None:
     assert page.status_code == 200
     assert thread_id in page.text and "Plan a day at the sea" in page.text
     assert "2/2" in page.text and "The answer." in page.text
+    assert f'data-runs="{thread_id}:completed:2"' in page.text  # the page's script compares
     assert thread_id in client.get("/?status=completed").text
-    assert thread_id not in client.get("/?status=failed").text
+    assert f"/runs/{thread_id}\"" not in client.get("/?status=failed").text
     (row,) = client.get("/api/runs").json()
     assert row | {"updated_at": ""} == {
         "thread_id": thread_id,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of
 from test_web_serve import start_serve, stop
@@ -193,6 +194,18 @@ def test_start_review_watch_and_answer_in_a_browser(
     assert HOSTILE_TASK in rows[0].text
     assert browser.title == "Runs · agentic-loop"  # no script of the task ran
     browser.save_screenshot(str(folder / "runs-page.png"))
+
+    # The plan is rejected from elsewhere: the runs page shows it by itself.
+    second = rows[0].find_element(By.CSS_SELECTOR, "a").text
+    (question,) = httpx.get(f"{serve}api/runs/{second}").json()["questions"]
+    value = browser.get_cookie("agentic_loop_csrf")["value"]
+    rejected = httpx.post(
+        f"{serve}runs/{second}/answer",
+        data={"csrf": value, "question": question["id"], "action": "reject"},
+        cookies={"agentic_loop_csrf": value},
+    )
+    assert rejected.status_code == 303
+    until(browser, lambda d: text_of(d, "#runs tbody tr .status") == "failed")
 
 
 def test_a_page_open_across_a_server_restart_shows_the_run_interrupted_and_resumes_it(

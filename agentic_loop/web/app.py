@@ -162,7 +162,11 @@ async def runs_page(request: Request) -> Response:
         _bad(422, f"unknown status {status!r}; pick one of: {', '.join(STATUSES)}")
     rows = await _rows(request)
     shown = [row for row in rows if not status or row["status"] == status]
-    return _page(request, "runs.html", rows=shown, total=len(rows), status=status)
+    # The page's script reads /api/runs now and then, and reloads when this changes.
+    signature = ",".join(f"{row['thread_id']}:{row['status']}:{row['steps_done']}" for row in rows)
+    return _page(
+        request, "runs.html", rows=shown, total=len(rows), status=status, signature=signature
+    )
 
 
 async def new_page(request: Request) -> Response:

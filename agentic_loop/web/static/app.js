@@ -1,6 +1,25 @@
-// A run's page, kept up to date from the views its WebSocket sends (see live.py).
-// Text from the task or the model is only ever set with textContent: it never becomes HTML.
+// The runs page, reloaded when the list changes; a run's page, kept up to date from the
+// views its WebSocket sends (see live.py). Text from the task or the model is only ever set
+// with textContent: it never becomes HTML.
 "use strict";
+
+// The runs page: read the list now and then, and reload when a run starts, moves on or ends.
+(function () {
+  const body = document.body;
+  if (body.dataset.runs === undefined) return;
+  setInterval(function () {
+    fetch("/api/runs", { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (rows) {
+        if (!rows) return;
+        const signature = rows.map(function (row) {
+          return row.thread_id + ":" + row.status + ":" + row.steps_done;
+        }).join(",");
+        if (signature !== body.dataset.runs) location.reload();
+      })
+      .catch(function () {}); // the server is away: try again at the next tick
+  }, 3000);
+})();
 
 (function () {
   const body = document.body;
