@@ -152,7 +152,7 @@ def test_the_runs_page_lists_and_filters_runs(client) -> None:
     assert "2/2" in page.text and "The answer." in page.text
     assert f'data-runs="{thread_id}:completed:2"' in page.text  # the page's script compares
     assert thread_id in client.get("/?status=completed").text
-    assert f"/runs/{thread_id}\"" not in client.get("/?status=failed").text
+    assert f'/runs/{thread_id}"' not in client.get("/?status=failed").text
     (row,) = client.get("/api/runs").json()
     assert row | {"updated_at": ""} == {
         "thread_id": thread_id,
