@@ -27,6 +27,7 @@ from agentic_loop.step_tools import ToolOptions
 from agentic_loop.storage import RunOptions, open_store
 from agentic_loop.web import create_app
 from agentic_loop.web.live import LiveRun, run_view
+from agentic_loop.web.security import is_loopback
 
 TESTS = Path(__file__).parent
 BASE = "http://127.0.0.1:8765"
@@ -530,6 +531,23 @@ def test_with_a_token_any_host_name_is_answered(guarded) -> None:
         "/", headers={"Host": "box.lan:8765", "Authorization": "Bearer s3cret-token"}
     )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.20", False),
+        ("box.lan", False),
+    ],
+)
+def test_serve_needs_a_token_on_any_address_but_this_machines_own(host, loopback) -> None:
+    assert is_loopback(host) is loopback
 
 
 @pytest.mark.parametrize(
