@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import URL, Headers
 from starlette.requests import HTTPConnection, Request
@@ -154,22 +154,17 @@ def _error(connection: HTTPConnection, status: int, message: str) -> Response:
 
 def wants_json(connection: HTTPConnection) -> bool:
     """Whether the caller reads JSON: an API path, or `Accept: application/json`."""
-    return connection.url.path.startswith("/api/") or "application/json" in connection.headers.get(
-        "accept", ""
-    )
+    accepts = connection.headers.get("accept", "")
+    return connection.url.path.startswith("/api/") or "application/json" in accepts
 
 
 def _keep_token(url: URL, token: str) -> Response:
-    query = urlencode([(k, v) for k, v in _pairs(url.query) if k != "token"])
+    """Back to the same address without the token, which goes into a cookie instead."""
+    kept = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "token"]
+    query = urlencode(kept)
     response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
     response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
     return response
-
-
-def _pairs(query: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(query, keep_blank_values=True)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
