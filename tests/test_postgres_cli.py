@@ -235,3 +235,47 @@ def test_a_run_that_a_live_process_runs_is_refused_to_every_other_runner(
         assert busy and int(busy["pid"]) == runner.pid, refused.stderr
     assert runner.returncode == 0, err
     assert steps_asked(requests) == {1: 1, 2: 1, 3: 1, None: 1}
+
+
+def test_plan_review_and_a_rerun_from_a_step_work_over_postgres(postgres_url: str) -> None:
+    """A run waits for its plan review in one process, is approved from another, then runs
+    again from step 2 as a new branch; the history shows both branches."""
+    held = [HeldFirstCalls((), step_of)]
+    thread = "reviewed"
+    with OllamaTestServer(answering(held)) as server:
+        waiting = run_cli(
+            "run",
+            "Plan a beach day",
+            "--review",
+            "--db",
+            postgres_url,
+            "--thread",
+            thread,
+            host=server.url,
+            input="",
+        )
+        assert waiting.returncode == 1, waiting.stderr
+        assert "the run waits for one" in waiting.stderr
+        listed = run_cli("runs", "--db", postgres_url, host=server.url)
+        assert "awaiting review" in listed.stdout
+
+        approved = run_cli(
+            "resume", thread, "--db", postgres_url, "--json", host=server.url, input="a\n"
+        )
+        assert approved.returncode == 0, approved.stderr
+        assert json.loads(approved.stdout)["status"] == "completed"
+        first = len(server.chat_requests())
+
+        rerun = run_cli(
+            "resume", thread, "--from-step", "2", "--db", postgres_url, "--json", host=server.url
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        assert steps_asked(server.chat_requests()[first:]) == {2: 1, 3: 1, None: 1}
+
+        history = run_cli(
+            "show", thread, "--history", "--json", "--db", postgres_url, host=server.url
+        )
+    assert history.returncode == 0, history.stderr
+    points = json.loads(history.stdout)
+    assert any(not point["on_current_branch"] for point in points)
+    assert any(point["source"] == "update" for point in points)

@@ -853,3 +853,15 @@ def test_unknown_pages_and_methods_are_4xx_pages(client) -> None:
     assert client.get("/nowhere").status_code == 404
     assert client.get("/runs/run-x/answer").status_code == 405
     assert json.loads(client.get("/api/nowhere").text)["error"]
+
+
+def test_the_web_app_runs_and_reviews_over_a_postgres_store(postgres_url: str) -> None:
+    model = two_steps()
+    model.gate.set()
+    with TestClient(app_over(postgres_url, model), base_url=BASE) as client:
+        thread_id = start(client, review="on")
+        (question,) = wait_view(client, thread_id, status_is("awaiting review"))["questions"]
+        post(client, f"/runs/{thread_id}/answer", question=question["id"], action="approve")
+        view = wait_view(client, thread_id, status_is("completed"))
+        assert [step["result"] for step in view["steps"]] == ["Beach: Brighton.", "Bag: towel."]
+        assert thread_id in client.get("/").text
