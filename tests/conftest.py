@@ -14,7 +14,7 @@ from pathlib import Path
 # Before LangGraph is imported: checkpoints may only hold types the graph declares.
 os.environ["LANGGRAPH_STRICT_MSGPACK"] = "true"
 
-from typing import Any  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
 import pytest  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel  # noqa: E402
@@ -170,10 +170,7 @@ def postgres_server():
 
     programs = server_programs()
     if programs is None:
-        reason = "PostgreSQL's initdb is not installed (apt-get install postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_unless_ci("PostgreSQL's initdb is not installed (apt-get install postgresql)")
     server = PostgresServer(programs).start()
     yield server
     server.stop()
@@ -183,3 +180,11 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """The URL of a new, empty database on the session's PostgreSQL server."""
     return postgres_server.database()
+
+
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip a test whose system package is missing; in CI (`CI=true`), where `.ci/run`
+    installs it, fail instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import skip_unless_ci
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of
 from test_web_serve import start_serve, stop
 
@@ -42,10 +43,9 @@ def find_browser() -> tuple[str, str] | None:
 def programs() -> tuple[str, str]:
     found = find_browser()
     if found is None:
-        reason = "Chromium or its driver is missing (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_unless_ci(
+            "Chromium or its driver is missing (apt-get install chromium chromium-driver)"
+        )
     return found
 
 
