@@ -25,8 +25,8 @@ def test_tests_run_with_strict_msgpack() -> None:
     assert _msgpack.STRICT_MSGPACK_ENABLED
 
 
-async def test_interrupted_run_resumes_over_the_same_sqlite_file(tmp_path: Path, caplog) -> None:
-    db = tmp_path / "runs.sqlite"
+async def test_interrupted_run_resumes_over_the_same_store(any_store: str, caplog) -> None:
+    db = any_store
     config = {"configurable": {"thread_id": "trip"}}
     first_model = BlockingAt(script=[plan_text("A", "B", "C", "D"), "did A", "did B"], block_at=4)
     async with open_store(db) as saver:
@@ -38,7 +38,7 @@ async def test_interrupted_run_resumes_over_the_same_sqlite_file(tmp_path: Path,
         with pytest.raises(asyncio.CancelledError):
             await run
 
-    # A new process would see the same file: open it afresh and rebuild the graph.
+    # A new process would see the same store: open it afresh and rebuild the graph.
     second_model = ScriptedChatModel(script=["did C", "did D"])
     with caplog.at_level(logging.WARNING):
         async with open_store(db) as saver:

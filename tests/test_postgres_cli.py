@@ -12,7 +12,6 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -138,13 +137,6 @@ def test_a_database_that_cannot_be_used_is_one_line(
         ).fetchone() == (0,)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "runs.sqlite")
-    return request.getfixturevalue("postgres_url")
-
-
 BUSY = re.compile(
     r"error: run '(?P<thread>[^']+)' is being run by pid (?P<pid>\d+) on (?P<host>\S+) since "
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; wait for it to end, or stop that process"
@@ -152,7 +144,7 @@ BUSY = re.compile(
 
 
 def test_of_two_resumes_started_together_one_runs_and_the_other_is_refused(
-    location: str,
+    any_store: str,
 ) -> None:
     """A run killed at step 2, then two `resume`s at once. The one that gets the lease asks
     for step 2, which the server holds until the other has ended: that one is refused, one
@@ -160,10 +152,10 @@ def test_of_two_resumes_started_together_one_runs_and_the_other_is_refused(
     held = [HeldFirstCalls((2,), step_of)]
     thread = "beach"
     with OllamaTestServer(answering(held)) as server:
-        before = killed_at_step_2(location, thread, server, held)
+        before = killed_at_step_2(any_store, thread, server, held)
         held[0] = HeldFirstCalls((2,), step_of)  # hold the resumed step 2 in turn
         resumes = [
-            spawn_cli("resume", thread, "--db", location, "--json", host=server.url)
+            spawn_cli("resume", thread, "--db", any_store, "--json", host=server.url)
             for _ in range(2)
         ]
         try:
@@ -201,7 +193,7 @@ def test_of_two_resumes_started_together_one_runs_and_the_other_is_refused(
 
 
 def test_a_run_that_a_live_process_runs_is_refused_to_every_other_runner(
-    location: str,
+    any_store: str,
 ) -> None:
     """While a CLI process runs a thread (its step 2 held at the server), `run --thread`,
     `resume` and `resume --from-step` of that thread are each refused, naming it."""
@@ -209,12 +201,12 @@ def test_a_run_that_a_live_process_runs_is_refused_to_every_other_runner(
     thread = "beach"
     with OllamaTestServer(answering(held)) as server:
         runner = spawn_cli(
-            "run", "Plan a beach day", "--db", location, "--thread", thread, host=server.url
+            "run", "Plan a beach day", "--db", any_store, "--thread", thread, host=server.url
         )
         try:
             wait_for(held[0].all_arrived, runner, "step 2 reached the model")
             refusals = [
-                run_cli(*command, "--db", location, host=server.url)
+                run_cli(*command, "--db", any_store, host=server.url)
                 for command in [
                     ("run", "Plan a beach day", "--thread", thread),
                     ("resume", thread),

@@ -4,7 +4,6 @@ reason a database cannot be used is one line; read-only opening creates nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import socket
@@ -16,14 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, plan_text
+from conftest import ScriptedChatModel, plan_text
 from postgres import PASSWORD, PostgresServer
 from pydantic import BaseModel
 
-from agentic_loop.events import ProgressRelay
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.runner import run_agentic_loop, stream_run
-from agentic_loop.state import AgenticResult, AgenticStep, Plan
+from agentic_loop.runner import run_agentic_loop
+from agentic_loop.state import AgenticResult
 from agentic_loop.storage import (
     PG_CONNECT_TIMEOUT_S,
     StoreError,
@@ -102,38 +99,6 @@ def test_describe_location_masks_the_password(location: str | Path, shown: str) 
 
 
 # --- runs on PostgreSQL ---------------------------------------------------------------------
-
-
-async def test_an_interrupted_run_resumes_over_a_new_pool(postgres_url: str, caplog) -> None:
-    config = {"configurable": {"thread_id": "trip"}}
-    first = BlockingAt(script=[plan_text("A", "B", "C", "D"), "did A", "did B"], block_at=4)
-    async with open_store(postgres_url) as saver:
-        graph = create_agentic_loop(first, checkpointer=saver)
-        run = asyncio.create_task(stream_run(graph, {"task": "T"}, config, ProgressRelay()))
-        while len(first.prompts) < 4:  # step C is in flight
-            await asyncio.sleep(0.01)
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run
-
-    second = ScriptedChatModel(script=["did C", "did D"])
-    with caplog.at_level(logging.WARNING):
-        async with open_store(postgres_url) as saver:
-            graph = create_agentic_loop(second, checkpointer=saver)
-            snapshot = await graph.aget_state(config)
-            assert snapshot.next == ("execute",)
-            assert isinstance(snapshot.values["plan"], Plan)
-            assert all(isinstance(s, AgenticStep) for s in snapshot.values["steps"])
-            assert len([s async for s in graph.aget_state_history(config)]) >= 4
-            result = await stream_run(graph, None, config, ProgressRelay())
-            stored = await load_run(saver, "trip")
-            listed = await list_runs(saver)
-    assert [p.splitlines()[1] for p in second.prompts] == ["Step 3/4: C", "Step 4/4: D"]
-    assert [s.result for s in result.steps] == ["did A", "did B", "did C", "did D"]
-    assert stored is not None and stored.result == result and stored.status == "completed"
-    assert [r.thread_id for r in listed] == ["trip"]
-    assert not [r for r in caplog.records if "unregistered" in r.getMessage()]
-    assert not [r for r in caplog.records if "Blocked" in r.getMessage()]
 
 
 KILLED_MID_RUN = """
