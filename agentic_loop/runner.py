@@ -123,7 +123,7 @@ async def run_agentic_loop(
         max_seconds=max_seconds,
         max_tokens=max_tokens,
     )
-    config = with_thread(config, thread_id or f"{session_id}-{uuid.uuid4().hex[:8]}")
+    config = with_thread(config, thread_id or new_thread_id(session_id))
     graph_input: dict[str, Any] | None = {
         "task": task,
         "max_steps": max_steps,
@@ -142,6 +142,11 @@ async def run_agentic_loop(
             graph_input = None  # carry on from the last stored node
     relay = ProgressRelay(on_progress, broadcaster)
     return await stream_run(graph, graph_input, config, relay, durability, review, approve)
+
+
+def new_thread_id(prefix: str = "run") -> str:
+    """A new run's thread id: `prefix`, a dash and 8 hex digits (`run-1a2b3c4d`)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:

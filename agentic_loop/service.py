@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from agentic_loop.runner import (
     ApprovalHandler,
     AwaitingAnswer,
     ReviewHandler,
+    new_thread_id,
     stream_run,
     with_thread,
 )
@@ -182,10 +182,6 @@ class Outcome:
     waiting: list[Question] = field(default_factory=list)
     already_finished: bool = False
     """The run had ended before; nothing ran."""
-
-
-def new_thread_id() -> str:
-    return f"run-{uuid.uuid4().hex[:8]}"
 
 
 def default_model_factory(reply_timeout: float) -> ModelFactory:
@@ -342,8 +338,8 @@ class RunService:
         """Carry on a stopped run from where it stopped, or run it again from step
         `from_step` as a new branch. A run whose planning failed (or whose plan was
         rejected) plans again. A finished run is returned as it is, unless `from_step`."""
-        if from_step is not None:
-            check_whole("the step to run again from", from_step, 1, MOST_STEPS)
+        if from_step is not None and not 1 <= from_step <= MOST_STEPS:
+            raise BadSetup(f"the step to run again from must be 1 to {MOST_STEPS}, got {from_step}")
         async with self._hold(thread_id):
             stored = await self.run(thread_id)
             from_planning = stored.result is not None and not stored.steps

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agentic_loop import events
 from agentic_loop.events import Broadcaster
 from agentic_loop.models import describe_error
-from agentic_loop.service import Hooks, Outcome, RunRequest, RunService
+from agentic_loop.service import Hooks, Outcome, RunRequest, RunService, new_thread_id
 from agentic_loop.settings import MOST_STEPS, check_whole
 from agentic_loop.state import AgenticResult
 from agentic_loop.storage import StoredRun
@@ -238,7 +237,7 @@ class BackgroundRuns:
         """An id no kept run has, nor a stored one (a forgotten run, or another process's):
         a new run under a stored thread id would carry on that thread."""
         while True:
-            run_id = f"bg-{uuid.uuid4().hex[:8]}"
+            run_id = new_thread_id("bg")
             if run_id not in self._records and await self._load(run_id) is None:
                 return run_id
 
