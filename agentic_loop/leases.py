@@ -141,16 +141,18 @@ async def hold_run(
 
 
 async def current_holder(saver: BaseCheckpointSaver, thread_id: str) -> Holder | None:
-    """Who runs `thread_id` now, if anyone (an expired lease holds nobody). Only reads: it
-    works on a store opened read-only, with or without a lease table."""
+    """Who runs `thread_id` now, if anyone (an expired lease, or one whose holder is seen
+    dead on this machine, holds nobody). Only reads: it works on a store opened read-only,
+    with or without a lease table."""
     if isinstance(saver, InMemorySaver):
         return None
     try:
-        return await _leases_of(saver).holder(thread_id)
+        holder = await _leases_of(saver).holder(thread_id)
     except Exception as exc:
         if _is_missing_table(exc):
             return None
         raise
+    return None if holder is None or _has_died(holder) else holder
 
 
 def _lost_message(me: Holder, taker: Holder | None) -> str:

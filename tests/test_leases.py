@@ -196,6 +196,24 @@ def test_a_sigkilled_holder_on_this_machine_is_taken_over_at_once(
     assert time.monotonic() - started < 2  # not after the lease's 15 s
 
 
+def test_a_sigkilled_holder_on_this_machine_holds_nobody_for_readers(
+    location: str, holders: list[Holder]
+) -> None:
+    holders.append(Holder(location))
+    [killed] = holders
+    assert killed.take("t").startswith("won ")
+
+    async def who() -> int | None:
+        async with open_store(location, read_only=True) as reader:
+            holder = await current_holder(reader, "t")
+            return holder.pid if holder else None
+
+    assert asyncio.run(who()) == killed.proc.pid
+    killed.proc.send_signal(signal.SIGKILL)
+    wait_until_dead(killed.proc)
+    assert asyncio.run(who()) is None  # not after the lease's 15 s
+
+
 def test_a_sigkilled_holder_elsewhere_expires_after_its_lease(
     location: str, holders: list[Holder]
 ) -> None:
