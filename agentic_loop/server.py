@@ -43,10 +43,8 @@ from agentic_loop.settings import (
     MOST_TOKENS,
     STEP_TIMEOUT_ENV,
 )
-from agentic_loop.state import STORED_TYPES, AgenticInput, AgenticOutput, AgenticState, ReplanMode
-
-ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
-"""The loop's types, which the server's checkpointer must restore (see `ServedLoop`)."""
+from agentic_loop.state import AgenticInput, AgenticOutput, AgenticState, ReplanMode
+from agentic_loop.storage import ALLOWED_TYPES
 
 
 @dataclass(kw_only=True)

@@ -71,7 +71,8 @@ _BUSY_TIMEOUT_S = 30.0
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
 
-_ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
+ALLOWED_TYPES = [(cls.__module__, cls.__name__) for cls in STORED_TYPES]
+"""The loop's types, as a checkpointer's allow-list names them (`with_allowlist`)."""
 
 
 def run_serializer() -> JsonPlusSerializer:
@@ -79,7 +80,7 @@ def run_serializer() -> JsonPlusSerializer:
     types LangGraph deems safe) and refuses others, whether or not
     `LANGGRAPH_STRICT_MSGPACK` is set, with no "Deserializing unregistered type" warning.
     Stored bytes that do not decode raise `UnreadableRun`."""
-    return _RunSerializer(allowed_msgpack_modules=_ALLOWED_TYPES)
+    return _RunSerializer(allowed_msgpack_modules=ALLOWED_TYPES)
 
 
 def checkpointer() -> InMemorySaver:
@@ -638,7 +639,7 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
     checkpoint cannot be read."""
     # A saver outside a compiled graph has no allowlist for the run's types under strict mode.
     try:
-        found = await saver.with_allowlist(_ALLOWED_TYPES).aget_tuple(
+        found = await saver.with_allowlist(ALLOWED_TYPES).aget_tuple(
             {"configurable": {"thread_id": thread_id}}
         )
     except UnreadableRun as exc:
