@@ -632,6 +632,11 @@ class StoredRun:
     """For each planned step, the steps it waits for (the one before, in a plan that runs
     in order)."""
 
+    @property
+    def steps_done(self) -> int:
+        """How many steps ran to an end (completed, adapted or failed; not skipped)."""
+        return sum(step.status != "skipped" for step in self.steps)
+
 
 async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
     """The run stored under `thread_id` in a checkpointer (a store from `open_store`, an

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 def ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
     """Asks in the terminal whether to approve, edit or reject a plan."""
+    from agentic_loop.nodes.review import typed_step
 
     def ask(request: dict[str, Any]) -> Any:
         display.stop()
@@ -49,16 +50,13 @@ def ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
                 )
                 steps: list[str] = []
                 while line := _ask(console, f"{len(steps) + 1}. ").strip():
-                    steps.append(_NUMBERING.sub("", line))
+                    steps.append(typed_step(line))
                 return steps
             if choice in ("r", "reject", "n", "no"):
                 return {"action": "reject", "reason": _ask(console, "Why? (optional): ")}
             console.print("Answer a, e or r.", highlight=False)
 
     return ask
-
-
-_NUMBERING = re.compile(r"^\d+[.)]\s*")
 
 
 def ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
@@ -107,7 +105,7 @@ def print_runs(console: Console, runs: list[StoredRun]) -> None:
             escape(visible(item.thread_id, lines=False)),
             escape(one_line(item.task, 60)),
             item.status,
-            f"{sum(step.status != 'skipped' for step in item.steps)}/{len(item.plan)}",
+            f"{item.steps_done}/{len(item.plan)}",
             short_count(item.result.tokens_in + item.result.tokens_out) if item.result else "",
             item.updated_at[:19].replace("T", " "),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -15,6 +16,14 @@ QUESTION = (
     "Approve, edit or reject this plan. Resume with Command(resume=...): 'approve', "
     "a list of steps to run instead, or {'action': 'reject', 'reason': '...'}."
 )
+
+
+_NUMBERING = re.compile(r"^\s*\d+[.)]\s*")
+
+
+def typed_step(line: str) -> str:
+    """A step of a plan a reviewer typed, one a line: its numbering ("2. ", "3) ") dropped."""
+    return _NUMBERING.sub("", line).strip()
 
 
 def read_review(answer: object, max_steps: int) -> PlanReview:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agentic_loop.drawing import DrawingError, format_duration, render, run_picture
 from agentic_loop.leases import RunBusy
 from agentic_loop.models import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, MODEL_ENV
+from agentic_loop.nodes.review import typed_step
 from agentic_loop.service import (
     BadAnswer,
     BadSetup,
@@ -256,7 +256,7 @@ async def answer(request: Request) -> Response:
     if action == "reject":
         reply = {"action": "reject", "reason": _text(form, "reason").strip()}
     elif action == "edit" and question.kind == "plan_review":
-        steps = [_NUMBERING.sub("", line).strip() for line in _text(form, "steps").splitlines()]
+        steps = [typed_step(line) for line in _text(form, "steps").splitlines()]
         reply = {"action": "edit", "steps": [step for step in steps if step]}
     elif action == "edit":
         try:
@@ -270,9 +270,6 @@ async def answer(request: Request) -> Response:
         stored=stored,
     )
     return _done(request, thread_id, "running")
-
-
-_NUMBERING = re.compile(r"^\s*\d+[.)]\s*")
 
 
 async def cancel(request: Request) -> Response:

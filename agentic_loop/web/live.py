@@ -127,10 +127,6 @@ def display_status(stored: StoredRun | None, running: bool, elsewhere: bool = Fa
     return stored.status
 
 
-def steps_done(stored: StoredRun) -> int:
-    return sum(step.status != "skipped" for step in stored.steps)
-
-
 def run_row(stored: StoredRun, running: bool, elsewhere: bool = False) -> dict[str, Any]:
     """A run as the runs page lists it."""
     answer = stored.result.answer if stored.result else ""
@@ -138,7 +134,7 @@ def run_row(stored: StoredRun, running: bool, elsewhere: bool = False) -> dict[s
         "thread_id": stored.thread_id,
         "task": one_line(stored.task, PREVIEW_CHARS),
         "status": display_status(stored, running, elsewhere),
-        "steps_done": steps_done(stored),
+        "steps_done": stored.steps_done,
         "planned": len(stored.plan),
         "answer": one_line(answer, PREVIEW_CHARS),
         "updated_at": stored.updated_at,
