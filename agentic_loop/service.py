@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -270,13 +271,13 @@ class RunService:
     async def history(self, thread_id: str) -> tuple[StoredRun, list[Checkpoint]]:
         """The run and its checkpoints, newest first, on every branch."""
         stored = await self.run(thread_id)
-        return stored, await run_history(graph_shape(self.saver), thread_id)
+        return stored, await run_history(self._shape, thread_id)
 
     async def questions(self, thread_id: str) -> list[Question]:
         """What the run waits for: its pending plan review and tool approvals."""
         if self.saver is None:
             return []
-        snapshot = await graph_shape(self.saver).aget_state(with_thread(None, thread_id))
+        snapshot = await self._shape.aget_state(with_thread(None, thread_id))
         return [
             Question(
                 id=waiting.id,
@@ -288,6 +289,11 @@ class RunService:
             for task in snapshot.tasks
             for waiting in task.interrupts
         ]
+
+    @functools.cached_property
+    def _shape(self) -> CompiledStateGraph:
+        """The graph over the store, for reading runs and branching them (built once)."""
+        return graph_shape(self.saver)
 
     def is_running(self, thread_id: str) -> bool:
         """Whether this service is running the thread now."""
@@ -489,12 +495,11 @@ class RunService:
     ) -> Outcome:
         config = with_thread(config, thread_id)
         if rerun_from is not None:  # checked before the model loads
-            shape = graph_shape(self.saver)
             try:
                 point = await (
-                    planning_point(shape, thread_id)
+                    planning_point(self._shape, thread_id)
                     if rerun_from == "planning"
-                    else fork_from_step(shape, thread_id, rerun_from)
+                    else fork_from_step(self._shape, thread_id, rerun_from)
                 )
             except ValueError as exc:
                 raise BadSetup(str(exc)) from None
