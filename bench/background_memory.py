@@ -42,7 +42,7 @@ for folder in (BENCH.parent, BENCH):
 from loop_overhead import TASK, FakeChatModel, check  # noqa: E402
 
 from agentic_loop import BackgroundRuns  # noqa: E402
-from agentic_loop.graph import create_agentic_loop  # noqa: E402
+from agentic_loop.core.graph import create_agentic_loop  # noqa: E402
 
 
 def heap() -> int:

@@ -26,9 +26,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
-from agentic_loop import local_model, prompts
-from agentic_loop.local_model import LocalChatModel
-from agentic_loop.runner import run_agentic_loop
+from agentic_loop.core import prompts
+from agentic_loop.models import local as local_model
+from agentic_loop.models.local import LocalChatModel
+from agentic_loop.runs.runner import run_agentic_loop
 
 QUICKSTART = "Plan a weekend trip to the coast"
 TASKS = [

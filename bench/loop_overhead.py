@@ -49,11 +49,11 @@ from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 
-from agentic_loop import prompts  # noqa: E402
-from agentic_loop.events import ProgressRelay  # noqa: E402
-from agentic_loop.graph import create_agentic_loop  # noqa: E402
-from agentic_loop.runner import run_agentic_loop, stream_run  # noqa: E402
-from agentic_loop.storage import open_store  # noqa: E402
+from agentic_loop.core import prompts  # noqa: E402
+from agentic_loop.core.events import ProgressRelay  # noqa: E402
+from agentic_loop.core.graph import create_agentic_loop  # noqa: E402
+from agentic_loop.runs.runner import run_agentic_loop, stream_run  # noqa: E402
+from agentic_loop.runs.store import open_store  # noqa: E402
 
 TASK = "Write a short report on benchmark overhead"
 STEPS = 5

@@ -46,7 +46,7 @@ for folder in (ROOT, ROOT / "tests"):
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of  # noqa: E402
 
 from agentic_loop import checkpointer, create_agentic_loop, events, load_model  # noqa: E402
-from agentic_loop.dependencies import ready_steps  # noqa: E402
+from agentic_loop.core.dependencies import ready_steps  # noqa: E402
 
 TASK = "Compare two cities for a weekend trip"
 DEPENDS_ON = [[], [1], [2], [], [4], [5]]  # by step, from 1: chains 1->2->3 and 4->5->6

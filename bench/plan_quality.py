@@ -37,11 +37,12 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from agentic_loop import local_model, prompts, replies
-from agentic_loop.dependencies import plan_schema, read_typed_plan, split_dependency_note
-from agentic_loop.local_model import LocalChatModel
-from agentic_loop.parsing import parse_plan
-from agentic_loop.settings import DEFAULT_MAX_STEPS, DEFAULT_REPLY_CHARS
+from agentic_loop.core import prompts, replies
+from agentic_loop.core.dependencies import plan_schema, read_typed_plan, split_dependency_note
+from agentic_loop.core.parsing import parse_plan
+from agentic_loop.core.settings import DEFAULT_MAX_STEPS, DEFAULT_REPLY_CHARS
+from agentic_loop.models import local as local_model
+from agentic_loop.models.local import LocalChatModel
 
 TASKS = [
     "Plan a weekend trip to the coast",

@@ -51,7 +51,7 @@ for folder in (BENCH.parent, BENCH, BENCH.parent / "tests"):
 from loop_overhead import TASK, FakeChatModel, check  # noqa: E402
 from postgres import PostgresServer, server_programs  # noqa: E402
 
-from agentic_loop.service import RunRequest, RunService  # noqa: E402
+from agentic_loop.runs.service import RunRequest, RunService  # noqa: E402
 
 
 async def start_runs(service: RunService, count: int) -> None:

@@ -34,11 +34,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agentic_loop import prompts
-from agentic_loop.events import ProgressRelay
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.runner import stream_run
-from agentic_loop.storage import open_store
+from agentic_loop.core import prompts
+from agentic_loop.core.events import ProgressRelay
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.runs.runner import stream_run
+from agentic_loop.runs.store import open_store
 
 TASK = "Echo a few words"
 WARM_UP = 3  # first repeats, not counted

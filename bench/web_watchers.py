@@ -4,7 +4,7 @@ Run from the repository root:
 
     python bench/web_watchers.py [--watchers 1,10,100,500] [--delay 0.2]
 
-Starts the web app (`agentic_loop.web.create_app` on uvicorn, as `agentic-loop serve`
+Starts the web app (`agentic_loop.faces.web.create_app` on uvicorn, as `agentic-loop serve`
 runs it, over a SQLite store in a temp folder) in a process of its own on 127.0.0.1, with
 the fake model of `bench/loop_overhead.py` (a 5-step plan; every call answers after
 `--delay` seconds, and a step's reply holds the wall-clock time it was written). For each
@@ -75,7 +75,7 @@ def serve(port: int, db: str, delay: float) -> None:
     """The web app on 127.0.0.1:`port` until stopped (the server process)."""
     import uvicorn
 
-    from agentic_loop.web import create_app
+    from agentic_loop.faces.web import create_app
 
     app = create_app(db, token=TOKEN, model_factory=lambda spec, options: StampedModel(delay=delay))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -4,7 +4,7 @@ Set `AGENTIC_LOOP_MODEL` (`ollama:llama3.2`, `local`, `auto`) before starting Ju
 run the loop on a real model instead.
 
 The scripted models tell the loop's prompts apart by patterns made at import time from
-the prompt functions themselves (`agentic_loop.prompts`), never by their wording, so
+the prompt functions themselves (`agentic_loop.core.prompts`), never by their wording, so
 re-worded prompts are still recognised.
 """
 

@@ -1,10 +1,9 @@
-"""Shared test fixtures: a scripted chat model, strict checkpoint deserialization."""
+"""Shared test fixtures and helpers: strict checkpoint deserialization, the CLI in a process,
+stores; the scripted chat model and the bounded wait from tests/model.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,79 +16,16 @@ os.environ["LANGGRAPH_STRICT_MSGPACK"] = "true"
 from typing import Any, NoReturn  # noqa: E402
 
 import pytest  # noqa: E402
-from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
-from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
-from pydantic import Field, SkipValidation  # noqa: E402
+from langchain_core.messages import AIMessage  # noqa: E402
 
-from agentic_loop import prompts  # noqa: E402
-
-
-def _instruction(messages: list[BaseMessage]) -> str:
-    """The last line of a prompt, what it asks for, with its numbers left out."""
-    return re.sub(r"\d+", "#", messages[-1].text.strip().splitlines()[-1]) if messages else ""
-
-
-ANSWER_ASK = _instruction(prompts.answer_messages("T", ["1. A: a"]))
-REPLAN_ASK = _instruction(prompts.replan_messages("T", ["A", "B"], ["1. A: a"], 3))
-
-
-class ScriptedChatModel(FakeMessagesListChatModel):
-    """Answers each call with the next item of `script`: a text, a whole message (one with
-    tool calls, say), or an exception, which is raised instead.
-
-    A request for the run's answer is answered with `answer`, and one for a revision of
-    the plan with `revision`, unless they are None: then they take the next script item
-    like any other call. Every prompt from the script (the last message's text) is kept in
-    `prompts`, every conversation in `conversations`, and the answer and revision prompts
-    in `asked_answer` and `asked_revision`.
-    """
-
-    responses: list[BaseMessage] = Field(default_factory=list)
-    script: SkipValidation[list[str | AIMessage | BaseException]]
-    prompts: list[str] = Field(default_factory=list)
-    conversations: list[list[BaseMessage]] = Field(default_factory=list)
-    answer: str | None = "The answer."
-    revision: str | None = "KEEP"
-    asked_answer: list[str] = Field(default_factory=list)
-    asked_revision: list[str] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
-    ) -> ChatResult:
-        asked = _instruction(messages)
-        if asked == ANSWER_ASK and self.answer is not None:
-            self.asked_answer.append(messages[-1].text)
-            return ChatResult(generations=[ChatGeneration(message=AIMessage(self.answer))])
-        if asked == REPLAN_ASK and self.revision is not None:
-            self.asked_revision.append(messages[-1].text)
-            return ChatResult(generations=[ChatGeneration(message=AIMessage(self.revision))])
-        self.prompts.append(messages[-1].text)
-        self.conversations.append(list(messages))
-        if len(self.prompts) > len(self.script):
-            raise AssertionError(
-                f"unscripted model call #{len(self.prompts)}: {messages[-1].text!r}"
-            )
-        item = self.script[len(self.prompts) - 1]
-        if isinstance(item, BaseException):
-            raise item
-        message = item if isinstance(item, AIMessage) else AIMessage(item)
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-class BlockingAt(ScriptedChatModel):
-    """Scripted, but the call numbered `block_at` (from 1) never returns."""
-
-    block_at: int = 0
-
-    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
-        if len(self.prompts) + 1 == self.block_at:
-            self.prompts.append(messages[-1].text)
-            await asyncio.Event().wait()
-        return self._generate(messages, stop, run_manager, **kwargs)
+# The one scripted fake model and the one bounded wait live in tests/model.py; the tests
+# import them from here, as they do the other helpers.
+from model import ANSWER_ASK as ANSWER_ASK  # noqa: E402
+from model import REPLAN_ASK as REPLAN_ASK  # noqa: E402
+from model import ScriptedChatModel as ScriptedChatModel  # noqa: E402
+from model import _instruction as _instruction  # noqa: E402
+from model import wait_for as wait_for  # noqa: E402
+from model import wait_until as wait_until  # noqa: E402
 
 
 def _default_signals() -> None:

@@ -10,10 +10,10 @@ from conftest import ScriptedChatModel, plan_text
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agentic_loop import events
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.nodes.replan import read_revision
-from agentic_loop.state import AgenticResult
+from agentic_loop.core import events
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.nodes.replan import read_revision
+from agentic_loop.core.state import AgenticResult
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 
@@ -171,7 +171,7 @@ async def test_an_unreadable_revision_keeps_the_plan_and_is_logged(caplog) -> No
         script=[plan_text("A", "B"), RuntimeError("x"), "alt", "b"],
         revision="Hmm, maybe think about it.",
     )
-    with caplog.at_level(logging.WARNING, logger="agentic_loop.nodes.replan"):
+    with caplog.at_level(logging.WARNING, logger="agentic_loop.core.nodes.replan"):
         result, seen = await run(model)
     assert [s.description for s in result.steps] == ["A", "B"]
     assert result.status == "completed"
@@ -184,7 +184,7 @@ async def test_a_failed_replan_call_keeps_the_plan(caplog) -> None:
         script=[plan_text("A", "B"), RuntimeError("x"), "alt", ConnectionError("gone"), "b"],
         revision=None,
     )
-    with caplog.at_level(logging.WARNING, logger="agentic_loop.nodes.replan"):
+    with caplog.at_level(logging.WARNING, logger="agentic_loop.core.nodes.replan"):
         result, _ = await run(model)
     assert [s.result for s in result.steps] == ["alt", "b"]
     assert "Replanning failed, keeping the plan" in caplog.text

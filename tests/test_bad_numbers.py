@@ -16,9 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from agentic_loop import run_agentic_loop
-from agentic_loop.cli import app
-from agentic_loop.settings import Settings
+from agentic_loop import LoopOptions, run_agentic_loop
+from agentic_loop.faces.cli import app
 
 WEEK = 7 * 24 * 3600
 # (command, flag, kind, least, most, environment variable)
@@ -197,15 +196,14 @@ BAD_SETTINGS = [
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_SETTINGS)
-def test_settings_refuse_a_number_out_of_bounds(name: str, value: Any) -> None:
+def test_options_refuse_a_number_out_of_bounds(name: str, value: Any) -> None:
     with pytest.raises(ValueError, match=rf"^{name} must be .*, got {value!r}$"):
-        Settings(model=ScriptedChatModel(script=[]), **{name: value})
+        LoopOptions(**{name: value})
 
 
-def test_settings_take_the_bounds_themselves() -> None:
-    model = ScriptedChatModel(script=[])
-    Settings(model=model, max_steps=1000, max_parallel=64, max_replans=0, max_tokens=10**9)
-    Settings(model=model, step_timeout=WEEK, max_seconds=0.001, recent_results=0)
+def test_options_take_the_bounds_themselves() -> None:
+    LoopOptions(max_steps=1000, max_parallel=64, max_replans=0, max_tokens=10**9)
+    LoopOptions(step_timeout=WEEK, max_seconds=0.001, recent_results=0)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from conftest import run_cli
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 
 from agentic_loop.models import load_model
-from agentic_loop.runner import run_agentic_loop
+from agentic_loop.runs.runner import run_agentic_loop
 
 pytestmark = pytest.mark.integration
 

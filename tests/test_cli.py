@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentic_loop.cli import app
-from agentic_loop.storage import open_store
+from agentic_loop.faces.cli import app
+from agentic_loop.runs.store import open_store
 
 runner = CliRunner()
 

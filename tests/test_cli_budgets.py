@@ -16,9 +16,10 @@ import pytest
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 from typer.testing import CliRunner
 
-from agentic_loop.cli import app
-from agentic_loop.storage import RunOptions, load_run, open_store
-from agentic_loop.terminal import short_count
+from agentic_loop import LoopOptions
+from agentic_loop.faces.cli import app
+from agentic_loop.faces.terminal import short_count
+from agentic_loop.runs.store import load_run, open_store
 
 pytestmark = pytest.mark.integration
 
@@ -76,12 +77,13 @@ def run_nowhere(db: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(app, [*args, "--db", str(db)], env=env)
 
 
-def stored_options(db: Path, thread_id: str) -> RunOptions:
-    async def read() -> RunOptions:
+def stored_options(db: Path, thread_id: str) -> LoopOptions:
+    async def read() -> LoopOptions:
         async with open_store(db, read_only=True) as saver:
             stored = await load_run(saver, thread_id)
             assert stored is not None
-            return stored.options
+            assert stored.options.model == "ollama:test-model"  # the model it ran with
+            return stored.options.replace(model=None)
 
     return asyncio.run(read())
 
@@ -111,7 +113,7 @@ def test_a_flag_wins_over_its_environment_variable(agentic_loop, db) -> None:
     env = {"AGENTIC_LOOP_MAX_TOKENS": "junk", "AGENTIC_LOOP_MAX_PARALLEL": "2"}
     done = agentic_loop("run", "Plan a trip", "--thread", "t", "--max-tokens", "100", env=env)
     assert done.exit_code == 0, done.output
-    assert stored_options(db, "t") == RunOptions(max_parallel=2, max_tokens=100)
+    assert stored_options(db, "t") == LoopOptions(max_parallel=2, max_tokens=100)
 
 
 def test_the_token_budget_skips_the_steps_left_and_says_so(agentic_loop) -> None:
@@ -183,7 +185,9 @@ def test_the_limits_are_stored_and_resume_keeps_them(agentic_loop, server, db) -
     limits = ["--max-parallel", "2", "--step-timeout", "30"]
     env = {"AGENTIC_LOOP_MAX_SECONDS": "60", "AGENTIC_LOOP_MAX_TOKENS": "3"}
     waiting = agentic_loop("run", "Plan a trip", "--thread", "t", "--review", *limits, env=env)
-    expected = RunOptions(max_parallel=2, step_timeout=30.0, max_seconds=60.0, max_tokens=3)
+    expected = LoopOptions(
+        review_plan=True, max_parallel=2, step_timeout=30.0, max_seconds=60.0, max_tokens=3
+    )
     assert waiting.exit_code == 1  # no answer to the review: the run waits, stored
     assert stored_options(db, "t") == expected
 
@@ -207,25 +211,25 @@ def test_the_limits_are_stored_and_resume_keeps_them(agentic_loop, server, db) -
 @pytest.mark.parametrize(
     ("options", "metadata"),
     [
-        (RunOptions(), {"max_parallel": 4}),
+        (LoopOptions(), {"max_parallel": 4}),
         (
-            RunOptions(max_parallel=1, step_timeout=2.5, max_seconds=60.0, max_tokens=500),
+            LoopOptions(max_parallel=1, step_timeout=2.5, max_seconds=60.0, max_tokens=500),
             {"max_parallel": 1, "step_timeout": 2.5, "max_seconds": 60.0, "max_tokens": 500},
         ),
     ],
 )
 def test_run_options_carry_the_limits_in_checkpoint_metadata(
-    options: RunOptions, metadata: dict[str, Any]
+    options: LoopOptions, metadata: dict[str, Any]
 ) -> None:
     stored = options.to_metadata()
     limits = {"max_parallel", "step_timeout", "max_seconds", "max_tokens"}
     assert {key: value for key, value in stored.items() if key in limits} == metadata
-    assert RunOptions.from_metadata(stored) == options
+    assert LoopOptions.from_metadata(stored) == options
 
 
 def test_runs_stored_before_the_limits_read_with_defaults() -> None:
     old = {"max_tool_calls": 8, "replan": "on_failure", "max_replans": 3, "reply_tokens": 1024}
-    assert RunOptions.from_metadata(old) == RunOptions()
+    assert LoopOptions.from_metadata(old) == LoopOptions()
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from langchain_ollama import ChatOllama
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 from typer.testing import CliRunner
 
-from agentic_loop.cli import app
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.storage import open_store
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.faces.cli import app
+from agentic_loop.runs.store import open_store
 
 pytestmark = pytest.mark.integration
 

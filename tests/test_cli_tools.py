@@ -19,7 +19,7 @@ import pytest
 from conftest import run_cli, spawn_cli
 from ollama_server import STEP_LINE, OllamaTestServer, Reply, tool_messages
 
-from agentic_loop.local_model import local_model_available
+from agentic_loop.models.local import local_model_available
 
 pytestmark = pytest.mark.integration
 
@@ -315,7 +315,7 @@ def test_runs_stored_before_tools_existed_still_list_show_and_resume(tmp_path: P
     assert listed.returncode == 0
     for thread, status in [
         ("old-finished", "completed"),
-        ("old-stopped", "unfinished"),
+        ("old-stopped", "interrupted"),
         ("old-review", "awaiting review"),
     ]:
         assert re.search(rf"{thread}.*{status}", listed.stdout), listed.stdout

@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, plan_text
+from conftest import ScriptedChatModel, plan_text, wait_for
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
-from agentic_loop import events
-from agentic_loop.compose import add_agentic_loop
-from agentic_loop.graph import build_graph
-from agentic_loop.state import AgenticInput, AgenticOutput, AgenticResult
-from agentic_loop.storage import open_store
+from agentic_loop.core import events
+from agentic_loop.core.compose import add_agentic_loop
+from agentic_loop.core.graph import build_graph
+from agentic_loop.core.state import AgenticInput, AgenticOutput, AgenticResult
+from agentic_loop.runs.store import open_store
 
 
 class ParentState(AgenticInput, AgenticOutput, total=False):
@@ -56,12 +56,11 @@ START_INPUT = {"request": " plan a trip ", "steps": ["parent's own"], "plan": "p
 async def test_loop_interrupted_inside_a_parent_resumes_from_the_parent(tmp_path: Path) -> None:
     db = tmp_path / "runs.sqlite"
     config = {"configurable": {"thread_id": "outer"}}
-    first = BlockingAt(script=[plan_text("A", "B", "C"), "did A", "did B"], block_at=4)
+    first = ScriptedChatModel(script=[plan_text("A", "B", "C"), "did A", "did B"], hold_at=4)
     async with open_store(db) as saver:
         parent = parent_graph(first).compile(checkpointer=saver)
         run = asyncio.create_task(parent.ainvoke(START_INPUT, config, durability="sync"))
-        while len(first.prompts) < 4:  # step C is in flight
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: first.held, what="step C's model call")
         run.cancel()  # as Ctrl-C would
         with pytest.raises(asyncio.CancelledError):
             await run

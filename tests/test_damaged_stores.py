@@ -20,7 +20,7 @@ from conftest import run_cli
 from ollama_server import OllamaTestServer, plan_or_step
 from pydantic import BaseModel
 
-from agentic_loop.storage import StoreError, list_runs, load_run, open_store, run_serializer
+from agentic_loop.runs.store import StoreError, list_runs, load_run, open_store, run_serializer
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,7 @@ def test_another_programs_database_is_refused_byte_for_byte(
 
 
 class Intruder(BaseModel):
-    """A type outside `agentic_loop.state.STORED_TYPES`."""
+    """A type outside `agentic_loop.core.state.STORED_TYPES`."""
 
     steps: list[str] = ["rm -rf /"]
 
@@ -273,13 +273,14 @@ async def test_load_run_raises_and_list_runs_goes_on(spoiled: tuple[Path, str]) 
 
 # --- several processes creating one store --------------------------------------------------
 
+# Its own fake, not tests/model.py's: a child process runs it, without tests/ on its path.
 CREATOR = """
 import asyncio, sys
 from pathlib import Path
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage
 from agentic_loop import run_agentic_loop
-from agentic_loop.storage import open_store
+from agentic_loop.runs.store import open_store
 
 async def run_one(db):
     async with open_store(Path(db)) as saver:

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, plan_text
+from conftest import ScriptedChatModel, plan_text, wait_for
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
-from agentic_loop.cli import app
-from agentic_loop.drawing import (
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.state import ToolCallRecord
+from agentic_loop.faces.cli import app
+from agentic_loop.faces.drawing import (
     COLOURS,
     DrawingError,
     duration_bar,
@@ -26,10 +28,8 @@ from agentic_loop.drawing import (
     run_picture,
     run_text,
 )
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.runner import run_agentic_loop
-from agentic_loop.state import ToolCallRecord
-from agentic_loop.storage import StoredRun, load_run, open_store
+from agentic_loop.runs.runner import run_agentic_loop
+from agentic_loop.runs.store import StoredRun, load_run, open_store
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,14 +49,13 @@ async def store_runs(db: Path) -> None:
             "packed",
         ]
     )
-    stopped = BlockingAt(script=[plan_text("A", "B", "C"), "did A"], block_at=3)
+    stopped = ScriptedChatModel(script=[plan_text("A", "B", "C"), "did A"], hold_at=3)
     async with open_store(db) as saver:
         await run_agentic_loop("Weekend trip", model=mixed, checkpointer=saver, thread_id="mixed")
         run = asyncio.create_task(
             run_agentic_loop("Stopped task", model=stopped, checkpointer=saver, thread_id="stopped")
         )
-        while len(stopped.prompts) < 3:  # step B is in flight
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: stopped.held, what="step B's model call")
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
@@ -153,7 +152,7 @@ def test_run_picture_of_an_unfinished_run_shows_pending_steps(runs_db: Path) -> 
         COLOURS["pending"][0],
         COLOURS["pending"][0],
     ]
-    assert "unfinished · 1/3 steps" in run_text(stored)
+    assert "interrupted · 1/3 steps" in run_text(stored)
 
 
 def with_durations(stored: StoredRun, *durations_ms: int) -> StoredRun:
@@ -183,9 +182,11 @@ def test_run_text_has_a_line_per_step_with_a_duration_bar(runs_db: Path) -> None
 def test_run_mermaid_has_a_node_and_class_per_step(runs_db: Path) -> None:
     stored = with_durations(asyncio.run(load(runs_db, "stopped")), 1200)
     lines = run_mermaid(stored).splitlines()
-    assert lines[:4] == ["---", 'title: "Stopped task — unfinished · 1/3 steps · 1.2 s"', "---"] + [
-        "flowchart LR"
-    ]
+    assert lines[:4] == [
+        "---",
+        'title: "Stopped task — interrupted · 1/3 steps · 1.2 s"',
+        "---",
+    ] + ["flowchart LR"]
     assert '    step1["1. A<br/>completed · 1.2 s"]:::completed' in lines
     assert '    step3["3. C<br/>pending"]:::pending' in lines
     assert "    step2 --> step3" in lines

@@ -10,13 +10,14 @@ import pytest
 from conftest import ScriptedChatModel, plan_text
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agentic_loop import events
-from agentic_loop.graph import build_graph, create_agentic_loop
-from agentic_loop.nodes.summarise import run_status, summary_text
-from agentic_loop.routes import route_after_plan, route_after_schedule
-from agentic_loop.runner import run_agentic_loop
-from agentic_loop.settings import Settings
-from agentic_loop.state import AgenticResult, AgenticStep, Plan, RunningStep
+from agentic_loop import LoopOptions
+from agentic_loop.core import events
+from agentic_loop.core.graph import build_graph, create_agentic_loop
+from agentic_loop.core.nodes.summarise import run_status, summary_text
+from agentic_loop.core.routes import route_after_plan, route_after_schedule
+from agentic_loop.core.settings import Settings
+from agentic_loop.core.state import AgenticResult, AgenticStep, Plan, RunningStep
+from agentic_loop.runs.runner import run_agentic_loop
 
 
 async def run_collecting(model: ScriptedChatModel, task: str = "Plan a trip", **graph_kw: Any):
@@ -64,7 +65,7 @@ def _plan_of(deps: list[list[int]]) -> Plan:
     return _plan(len(deps)).model_copy(update={"depends_on": deps})
 
 
-SETTINGS = Settings(model=ScriptedChatModel(script=[]), max_parallel=2)
+SETTINGS = Settings(model=ScriptedChatModel(script=[]), options=LoopOptions(max_parallel=2))
 
 
 def _running(n: int, failure: str | None = None) -> dict[str, RunningStep]:
@@ -318,7 +319,7 @@ async def test_event_payloads_match_the_original() -> None:
         "step": 1,
         "total": 1,
         "description": "A",
-        "result": LONG_REPLY[:200],
+        "result": events.one_line(LONG_REPLY),
         "duration_ms": result.steps[0].duration_ms,
     }
     assert by_name[events.TASK_COMPLETE] == {
@@ -390,7 +391,7 @@ async def test_raising_hooks_never_change_the_run(error: Exception, caplog) -> N
         raise error
 
     model = ScriptedChatModel(script=[plan_text("A", "B"), "a", "b"])
-    with caplog.at_level(logging.WARNING, logger="agentic_loop.events"):
+    with caplog.at_level(logging.WARNING, logger="agentic_loop.core.events"):
         result = await run_agentic_loop(
             "T",
             model=model,
@@ -466,17 +467,8 @@ async def test_output_holds_only_the_result() -> None:
     assert isinstance(out["result"], AgenticResult)
 
 
-class SmallWindowModel(ScriptedChatModel):
-    """Scripted, with a context window of 300 tokens of about four characters each."""
-
-    context_window: int = 300
-
-    def get_num_tokens_from_messages(self, messages: Any, tools: Any = None) -> int:
-        return sum(len(m.text) for m in messages) // 4
-
-
 async def test_a_task_cut_to_fit_the_window_says_so_when_planning_finds_no_steps() -> None:
-    model = SmallWindowModel(script=["I cannot tell what you want."])
+    model = ScriptedChatModel(script=["I cannot tell what you want."], context_window=300)
     result, _ = await run_collecting(model, task="Plan a trip " * 500)
     assert result.status == "failed"
     assert result.summary.startswith("Planning produced no steps from the task cut to its first ")

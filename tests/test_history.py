@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, calls, plan_text
+from conftest import ScriptedChatModel, calls, plan_text, wait_for
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.history import fork_from_step, run_history
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.runs.history import fork_from_step, run_history
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 FIRST_RUN = [plan_text("A", "B", "C", "D"), "did A", "did B", "did C", "did D"]
@@ -84,11 +84,10 @@ async def test_fork_from_step_refuses_steps_it_cannot_run_again() -> None:
 
 
 async def test_fork_from_step_of_a_step_not_reached_says_to_resume() -> None:
-    model = BlockingAt(script=[plan_text("A", "B", "C"), "did A"], block_at=3)
+    model = ScriptedChatModel(script=[plan_text("A", "B", "C"), "did A"], hold_at=3)
     graph = create_agentic_loop(model, checkpointer=InMemorySaver())
     run = asyncio.create_task(graph.ainvoke({"task": "T"}, CONFIG, durability="sync"))
-    while len(model.prompts) < 3:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: model.held, what="step B's model call")
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run

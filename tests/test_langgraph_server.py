@@ -25,7 +25,7 @@ import httpx
 import pytest
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of
 
-from agentic_loop.state import AgenticResult
+from agentic_loop.core.state import AgenticResult
 
 pytest.importorskip("langgraph_api", reason="needs langgraph-cli[inmem] (the test extra)")
 from langgraph_sdk import get_client  # noqa: E402

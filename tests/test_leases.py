@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agentic_loop import leases
-from agentic_loop.leases import (
+from agentic_loop.runs import leases
+from agentic_loop.runs.leases import (
     LEASE_SECONDS,
     RENEW_SECONDS,
     LeaseLost,
@@ -29,13 +29,13 @@ from agentic_loop.leases import (
     current_holder,
     hold_run,
 )
-from agentic_loop.storage import LEASE_TABLE, StoreError, open_store
+from agentic_loop.runs.store import LEASE_TABLE, StoreError, open_store
 
 HOLDER = """
 import asyncio, sys
-from agentic_loop import leases
-from agentic_loop.leases import LeaseLost, RunBusy, hold_run
-from agentic_loop.storage import open_store
+from agentic_loop.runs import leases
+from agentic_loop.runs.leases import LeaseLost, RunBusy, hold_run
+from agentic_loop.runs.store import open_store
 
 location, seconds, machine = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 if machine != "this":  # a holder on another machine: its pid means nothing here

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from agentic_loop import local_model, prompts, replies
-from agentic_loop.dependencies import DESCRIPTION_CHARS, plan_schema, read_typed_plan
-from agentic_loop.local_model import LocalChatModel
-from agentic_loop.parsing import degenerate_reason, parse_plan, strip_echo
-from agentic_loop.runner import run_agentic_loop
+from agentic_loop.core import prompts, replies
+from agentic_loop.core.dependencies import DESCRIPTION_CHARS, plan_schema, read_typed_plan
+from agentic_loop.core.parsing import degenerate_reason, parse_plan, strip_echo
+from agentic_loop.models import local as local_model
+from agentic_loop.models.local import LocalChatModel
+from agentic_loop.runs.runner import run_agentic_loop
 
 pytestmark = [
     pytest.mark.real_model,
@@ -339,7 +340,7 @@ def test_killed_run_resumes(tmp_path: Path) -> None:
         check=True,
     )
     before = json.loads(shown.stdout)
-    assert before["status"] == "unfinished" and len(before["steps"]) >= 1
+    assert before["status"] == "interrupted" and len(before["steps"]) >= 1
     done = subprocess.run(
         [sys.executable, "-m", "agentic_loop", "resume", "t", "--json", *args],
         capture_output=True,

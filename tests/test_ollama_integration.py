@@ -17,9 +17,9 @@ from conftest import spawn_cli
 from langchain_ollama import ChatOllama
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 
-from agentic_loop import local_model
+from agentic_loop.models import local as local_model
 from agentic_loop.models import resolve_spec
-from agentic_loop.runner import run_agentic_loop
+from agentic_loop.runs.runner import run_agentic_loop
 
 pytestmark = pytest.mark.integration
 
@@ -229,7 +229,7 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(
     assert "Traceback" not in out + err
     assert f"agentic-loop resume stop-me --db {db}" in err
     shown = cli("show", "stop-me", "--db", db, host=server.url)
-    assert "unfinished" in shown.stdout and "Did step 1." in shown.stdout
+    assert "interrupted" in shown.stdout and "Did step 1." in shown.stdout
 
 
 def test_auto_prefers_ollama_when_it_has_the_model(monkeypatch) -> None:

@@ -26,8 +26,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from ollama_server import OllamaTestServer, Reply, last_prompt, step_of, tool_messages
 from test_cli_tools import NOTES_TOOLS, step_in
 
-from agentic_loop.state import AgenticStep
-from agentic_loop.storage import run_serializer
+from agentic_loop.core.state import AgenticStep
+from agentic_loop.runs.store import run_serializer
 
 pytestmark = pytest.mark.integration
 

@@ -7,36 +7,35 @@ import asyncio
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANSWER_ASK, ScriptedChatModel, _instruction, calls
+from conftest import ScriptedChatModel, calls, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from ollama_server import OllamaTestServer, Reply, step_of
 
-from agentic_loop import events, storage
-from agentic_loop.dependencies import (
+from agentic_loop.core import events
+from agentic_loop.core.dependencies import (
     checked_dependencies,
     plan_schema,
     ready_steps,
     split_dependency_note,
 )
-from agentic_loop.drawing import run_mermaid, run_picture
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.history import fork_from_step
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.nodes.plan import read_plan
+from agentic_loop.faces.background import BackgroundRuns
+from agentic_loop.faces.drawing import run_mermaid, run_picture
 from agentic_loop.models import load_model
-from agentic_loop.nodes.plan import read_plan
-from agentic_loop.runner import run_agentic_loop
-from agentic_loop.storage import load_run
-from agentic_loop.tools import BackgroundRuns
+from agentic_loop.runs import store as storage
+from agentic_loop.runs.history import fork_from_step
+from agentic_loop.runs.runner import run_agentic_loop
+from agentic_loop.runs.store import load_run
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 STEP = re.compile(r"^Step (\d+)/\d+: ", re.MULTILINE)
@@ -123,61 +122,49 @@ def test_plan_schema_bounds_the_steps() -> None:
 
 # --- a model that answers by what it is asked ------------------------------------------
 
-Answer = str | BaseException | Callable[[], Any]
+Answer = str | BaseException | Callable[[], Awaitable[str]]
 
 
-class ByPrompt(BaseChatModel):
+def by_prompt(
+    plan: str, steps: dict[int, Answer] | None = None, *, tokens: int = 0
+) -> ScriptedChatModel:
     """Replies to the plan prompt with `plan`, to step N with `steps[N]` (a text, an error
-    to raise, or a coroutine function whose result is the text), to adaptations with
-    "Done another way.", and to the answer prompt with "The answer." Each reply reports
-    `tokens` prompt and reply tokens. Keeps every step prompt, and the most steps
-    in progress at once."""
+    to raise, or a coroutine function whose result is the text; "did N" if none), to the
+    answer prompt with "The answer." and to anything else (adaptations) with "Done another
+    way." Each reply reports `tokens` prompt and reply tokens, and each call takes 0.05 s,
+    long enough for the steps of a round to overlap. `steps` is read at each call."""
+    steps = {} if steps is None else steps
 
-    plan: str
-    steps: dict[int, Answer] = {}
-    tokens: int = 0
-    prompts: dict[int, list[str]] = {}
-    in_progress: int = 0
-    most_at_once: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "by-prompt"
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
-        raise NotImplementedError("async only")
-
-    async def _agenerate(
-        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
-    ) -> ChatResult:
+    async def reply(messages: list[BaseMessage]) -> str | BaseException:
         prompt = messages[-1].text
         if prompt.startswith("Break this task"):
-            text = self.plan
-        elif _instruction(messages) == ANSWER_ASK:
-            text = "The answer."
-        elif (match := STEP.search(prompt)) is not None:
-            text = await self._step(int(match[1]), prompt)
-        else:
-            text = "Done another way."
-        usage = {"input_tokens": self.tokens, "output_tokens": self.tokens}
-        usage["total_tokens"] = 2 * self.tokens
-        message = AIMessage(text, usage_metadata=usage)  # type: ignore[arg-type]
-        return ChatResult(generations=[ChatGeneration(message=message)])
+            return plan
+        if (match := STEP.search(prompt)) is None:
+            return "Done another way."
+        answer = steps.get(int(match[1]), f"did {match[1]}")
+        return await answer() if callable(answer) else answer
 
-    async def _step(self, step: int, prompt: str) -> str:
-        self.prompts.setdefault(step, []).append(prompt)
-        self.in_progress += 1
-        self.most_at_once = max(self.most_at_once, self.in_progress)
-        try:
-            answer = self.steps.get(step, f"did {step}")
-            if isinstance(answer, BaseException):
-                raise answer
-            if callable(answer):
-                return str(await answer())
-            await asyncio.sleep(0.05)  # long enough for the steps of a round to overlap
-            return answer
-        finally:
-            self.in_progress -= 1
+    return ScriptedChatModel(script=reply, revision=None, tokens=tokens, sleep=0.05)
+
+
+def answering_first(
+    model: ScriptedChatModel, first: Callable[[list[BaseMessage]], AIMessage | Exception | None]
+) -> ScriptedChatModel:
+    """`model`, but answering with what `first` says of a call's messages, if not None."""
+    before = model.script
+    assert callable(before)
+
+    async def reply(messages: list[BaseMessage]) -> Any:
+        answer = first(messages)
+        return await before(messages) if answer is None else answer
+
+    model.script = reply
+    return model
+
+
+def step_prompts(model: ScriptedChatModel, step: int) -> list[str]:
+    """The prompts that asked `model` to run step `step`, in order."""
+    return [p for p in model.prompts if (m := STEP.search(p)) is not None and int(m[1]) == step]
 
 
 async def never_answers() -> str:
@@ -185,7 +172,7 @@ async def never_answers() -> str:
     return "never"
 
 
-async def run(model: ByPrompt, **settings: Any) -> tuple[Any, list[dict[str, Any]]]:
+async def run(model: ScriptedChatModel, **settings: Any) -> tuple[Any, list[dict[str, Any]]]:
     graph = create_agentic_loop(model, checkpointer=InMemorySaver(), replan="never", **settings)
     seen = [
         item
@@ -200,11 +187,11 @@ TWO_CHAINS = "1. Trains\n2. Hotels\n3. Choose (after 1, 2)"
 
 
 async def test_independent_steps_run_at_once_and_a_step_sees_each_result_it_waits_on() -> None:
-    model = ByPrompt(plan=TWO_CHAINS)
+    model = by_prompt(TWO_CHAINS)
     result, seen = await run(model)
     assert result.status == "completed"
     assert model.most_at_once == 2
-    prompt = model.prompts[3][0]
+    prompt = step_prompts(model, 3)[0]
     assert "Step 1: did 1" in prompt and "Step 2: did 2" in prompt
     assert result.depends_on == [[], [], [1, 2]]
     started = [e["data"]["step"] for e in seen if e["event"] == events.STEP_STARTED]
@@ -213,27 +200,28 @@ async def test_independent_steps_run_at_once_and_a_step_sees_each_result_it_wait
 
 @pytest.mark.parametrize(("max_parallel", "most"), [(1, 1), (2, 2), (4, 3)])
 async def test_max_parallel_caps_the_steps_in_progress(max_parallel: int, most: int) -> None:
-    model = ByPrompt(plan="1. A\n2. B\n3. C\n4. D (after 1)")
+    model = by_prompt("1. A\n2. B\n3. C\n4. D (after 1)")
     result, _ = await run(model, max_parallel=max_parallel)
     assert result.status == "completed"
     assert model.most_at_once == most
 
 
 async def test_a_plan_without_dependencies_runs_in_order() -> None:
-    model = ByPrompt(plan="1. A\n2. B\n3. C")
+    model = by_prompt("1. A\n2. B\n3. C")
     result, _ = await run(model)
     assert model.most_at_once == 1
-    assert "Step 1: did 1" in model.prompts[3][0] and "Step 2: did 2" in model.prompts[3][0]
+    [prompt] = step_prompts(model, 3)
+    assert "Step 1: did 1" in prompt and "Step 2: did 2" in prompt
     assert [s.status for s in result.steps] == ["completed"] * 3
 
 
 async def test_steps_that_depend_on_a_failed_step_are_skipped_and_the_rest_goes_on() -> None:
-    model = ByPrompt(
-        plan="1. A\n2. B (after 1)\n3. C\n4. D (after 2)", steps={1: RuntimeError("x")}
+    model = by_prompt("1. A\n2. B (after 1)\n3. C\n4. D (after 2)", {1: RuntimeError("x")})
+    # Adaptation fails too (every adaptation): step 1 fails.
+    failing = answering_first(
+        model,
+        lambda m: RuntimeError("adaptation failed") if "failed with error" in m[-1].text else None,
     )
-    model_adapt_fails = model.model_copy(update={"plan": model.plan})
-    # Adaptation fails too: the adapt prompt has no "Step N/M:" line, so make it raise.
-    failing = FailingAdapt(**model_adapt_fails.model_dump())
     result, seen = await run(failing)
     assert [(s.step_num, s.status) for s in result.steps] == [
         (1, "failed"),
@@ -249,17 +237,8 @@ async def test_steps_that_depend_on_a_failed_step_are_skipped_and_the_rest_goes_
     assert skipped == [2, 4]
 
 
-class FailingAdapt(ByPrompt):
-    """Fails every adaptation."""
-
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
-        if "failed with error" in messages[-1].text:
-            raise RuntimeError("adaptation failed")
-        return await super()._agenerate(messages, *args, **kwargs)
-
-
 async def test_a_plan_with_a_cycle_runs_with_a_note() -> None:
-    model = ByPrompt(plan="1. A (after 2)\n2. B (after 1)")
+    model = by_prompt("1. A (after 2)\n2. B (after 1)")
     result, _ = await run(model)
     assert result.status == "completed"
     graph_plan = result.plan_versions[0]
@@ -268,7 +247,7 @@ async def test_a_plan_with_a_cycle_runs_with_a_note() -> None:
 
 
 async def test_a_step_over_its_timeout_is_cancelled_and_adapted() -> None:
-    model = ByPrompt(plan="1. A\n2. B", steps={1: never_answers})
+    model = by_prompt("1. A\n2. B", {1: never_answers})
     result, _ = await run(model, step_timeout=0.2)
     first = result.steps[0]
     assert first.status == "adapted" and first.result == "Done another way."
@@ -278,7 +257,7 @@ async def test_a_step_over_its_timeout_is_cancelled_and_adapted() -> None:
 
 
 async def test_a_spent_token_budget_skips_the_steps_left_and_still_answers() -> None:
-    model = ByPrompt(plan="1. A\n2. B\n3. C", tokens=10)
+    model = by_prompt("1. A\n2. B\n3. C", tokens=10)
     result, _ = await run(model, max_tokens=45)  # planning 20, step 1: 40, step 2: 60
     assert [s.status for s in result.steps] == ["completed", "completed", "skipped"]
     assert "max_tokens" in result.steps[2].result
@@ -290,7 +269,7 @@ async def test_a_spent_token_budget_skips_the_steps_left_and_still_answers() -> 
 
 
 async def test_a_spent_time_budget_stops_the_steps_in_progress_and_skips_the_rest() -> None:
-    model = ByPrompt(plan="1. A\n2. B (after 1)\n3. C", steps={1: never_answers})
+    model = by_prompt("1. A\n2. B (after 1)\n3. C", {1: never_answers})
     result, _ = await run(model, max_seconds=0.3)
     statuses = {s.step_num: s.status for s in result.steps}
     assert statuses == {1: "failed", 2: "skipped", 3: "completed"}
@@ -329,7 +308,7 @@ def test_ollama_is_asked_for_a_typed_plan_with_its_schema(monkeypatch) -> None:
 
 async def test_the_run_picture_draws_each_step_under_the_steps_it_waits_for() -> None:
     saver = InMemorySaver()
-    graph = create_agentic_loop(ByPrompt(plan=TWO_CHAINS), checkpointer=saver)
+    graph = create_agentic_loop(by_prompt(TWO_CHAINS), checkpointer=saver)
     await graph.ainvoke({"task": "Plan a trip"}, CONFIG)
     run = await load_run(saver, "t")
     assert run is not None
@@ -374,19 +353,12 @@ async def test_runs_stored_mid_step_before_steps_ran_side_by_side_resume(tmp_pat
     assert ran == ["a", "b"]
 
 
-class CallsANote(ByPrompt):
+def calls_a_note(messages: list[BaseMessage]) -> AIMessage | None:
     """Steps 1 and 2 first call the `note` tool."""
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
-
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
-        step = STEP.search("\n".join(m.text for m in messages))
-        if step and step[1] in ("1", "2") and not any(m.type == "tool" for m in messages):
-            call = {"name": "note", "args": {"text": step[1]}, "id": f"c{step[1]}"}
-            message = AIMessage("", tool_calls=[{**call, "type": "tool_call"}])
-            return ChatResult(generations=[ChatGeneration(message=message)])
-        return await super()._agenerate(messages, *args, **kwargs)
+    step = STEP.search("\n".join(m.text for m in messages))
+    if step and step[1] in ("1", "2") and not any(m.type == "tool" for m in messages):
+        return calls(("note", {"text": step[1]}))
+    return None
 
 
 async def test_two_steps_waiting_for_approval_at_once_are_each_answered() -> None:
@@ -405,7 +377,7 @@ async def test_two_steps_waiting_for_approval_at_once_are_each_answered() -> Non
 
     result = await run_agentic_loop(
         "T",
-        model=CallsANote(plan=TWO_CHAINS),
+        model=answering_first(by_prompt(TWO_CHAINS), calls_a_note),
         tools=[note],
         approve_tools=True,
         approve=approve,
@@ -423,13 +395,10 @@ async def test_a_background_run_shows_the_steps_in_progress() -> None:
         await release.wait()
         return "done"
 
-    model = ByPrompt(plan=TWO_CHAINS, steps={1: held, 2: held})
+    model = by_prompt(TWO_CHAINS, {1: held, 2: held})
     runs = BackgroundRuns(create_agentic_loop(model, checkpointer=InMemorySaver()))
     run_id = await runs.start("Plan a trip")
-    for _ in range(200):
-        if len(runs.progress(run_id).running_steps) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: len(runs.progress(run_id).running_steps) == 2, what="steps 1 and 2")
     assert runs.progress(run_id).position() == "steps 1, 2/3"
     release.set()
     result = await runs.wait(run_id)
@@ -437,19 +406,21 @@ async def test_a_background_run_shows_the_steps_in_progress() -> None:
 
 
 async def test_rerunning_from_a_step_keeps_the_steps_numbered_before_it() -> None:
-    model = ByPrompt(plan="1. A\n2. B\n3. C (after 1, 2)")
+    steps: dict[int, Answer] = {}
+    model = by_prompt("1. A\n2. B\n3. C (after 1, 2)", steps)
     graph = create_agentic_loop(model, checkpointer=InMemorySaver(), replan="never")
     await graph.ainvoke({"task": "T"}, CONFIG, durability="sync")
-    model.steps = {2: "redid 2", 3: "redid 3"}
+    steps.update({2: "redid 2", 3: "redid 3"})
     point = await fork_from_step(graph, "t", 2)
     output = await graph.ainvoke(None, point.config, durability="sync")
     assert [s.result for s in output["result"].steps] == ["did 1", "redid 2", "redid 3"]
-    assert [len(model.prompts[n]) for n in (1, 2, 3)] == [1, 2, 2]
-    assert "Step 1: did 1" in model.prompts[3][1] and "Step 2: redid 2" in model.prompts[3][1]
+    assert [len(step_prompts(model, n)) for n in (1, 2, 3)] == [1, 2, 2]
+    again = step_prompts(model, 3)[1]
+    assert "Step 1: did 1" in again and "Step 2: redid 2" in again
 
 
 async def test_a_reviewer_may_edit_the_plan_with_dependency_notes() -> None:
-    model = ByPrompt(plan="1. A\n2. B")
+    model = by_prompt("1. A\n2. B")
     graph = create_agentic_loop(model, checkpointer=InMemorySaver(), review_plan=True)
     await graph.ainvoke({"task": "T"}, CONFIG)
     edited = ["Trains", "Hotels", "Choose (after 1, 2)", "Pack (after 7)"]
@@ -460,20 +431,26 @@ async def test_a_reviewer_may_edit_the_plan_with_dependency_notes() -> None:
     assert model.most_at_once == 3  # Trains, Hotels and Pack
 
 
-class ListsNothing(ByPrompt):
+def lists_nothing() -> ScriptedChatModel:
     """Writes no list when asked for one, and a typed plan when held to the schema."""
+    model = by_prompt("")
 
-    formats: list[Any] = []
+    def plan(messages: list[BaseMessage]) -> AIMessage | None:
+        if not messages[-1].text.startswith("Break this task"):
+            return None
+        typed = {"steps": [{"id": 1, "description": "Pack", "depends_on": []}]}
+        held_to_schema = model.call_kwargs[-1].get("format")
+        text = json.dumps(typed) if held_to_schema else "Sure, happy to help!"
+        usage = {"input_tokens": 5, "output_tokens": 5, "total_tokens": 10}
+        return AIMessage(text, usage_metadata=usage)  # type: ignore[arg-type]
 
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
-        if messages[-1].text.startswith("Break this task"):
-            self.formats.append(kwargs.get("format"))
-            typed = {"steps": [{"id": 1, "description": "Pack", "depends_on": []}]}
-            text = json.dumps(typed) if kwargs.get("format") else "Sure, happy to help!"
-            usage = {"input_tokens": 5, "output_tokens": 5, "total_tokens": 10}
-            message = AIMessage(text, usage_metadata=usage)  # type: ignore[arg-type]
-            return ChatResult(generations=[ChatGeneration(message=message)])
-        return await super()._agenerate(messages, *args, **kwargs)
+    return answering_first(model, plan)
+
+
+def plan_formats(model: ScriptedChatModel) -> list[Any]:
+    """The `format` each planning call was held to (None: none)."""
+    asked = zip(model.prompts, model.call_kwargs, strict=True)
+    return [kw.get("format") for prompt, kw in asked if prompt.startswith("Break this task")]
 
 
 @pytest.mark.parametrize(
@@ -485,10 +462,11 @@ class ListsNothing(ByPrompt):
     ],
 )
 async def test_plan_formats(plan_format: str, asked: list[Any], steps: list[str]) -> None:
-    model = ListsNothing(plan="")
+    model = lists_nothing()
     result, _ = await run(model, plan_format=plan_format, max_steps=3)
-    assert [None if f is None else "schema" for f in model.formats] == asked
-    assert model.formats[-1] in (None, plan_schema(3))
+    formats = plan_formats(model)
+    assert [None if f is None else "schema" for f in formats] == asked
+    assert formats[-1] in (None, plan_schema(3))
     assert [s.description for s in result.steps] == steps
     assert result.tokens_in == 5 * len(asked)  # each planning call counts
 
@@ -517,14 +495,14 @@ def test_checked_dependencies_always_give_a_plan_that_can_run(stated: list[list[
 
 
 async def test_a_graph_input_with_too_many_steps_is_refused() -> None:
-    graph = create_agentic_loop(ByPrompt(plan="1. A"), checkpointer=InMemorySaver())
+    graph = create_agentic_loop(by_prompt("1. A"), checkpointer=InMemorySaver())
     with pytest.raises(ValueError, match="the input's max_steps must be a whole number from 1"):
         await graph.ainvoke({"task": "T", "max_steps": 10**20}, CONFIG)
 
 
 @pytest.mark.parametrize("step_timeout", [None, 30.0])
 async def test_a_timeout_of_the_models_own_is_a_failed_call(step_timeout: float | None) -> None:
-    model = ByPrompt(plan="1. A\n2. B", steps={1: TimeoutError("read timed out")})
+    model = by_prompt("1. A\n2. B", {1: TimeoutError("read timed out")})
     result, _ = await run(model, step_timeout=step_timeout)
     first = result.steps[0]
     assert first.status == "adapted" and first.failure == "TimeoutError: read timed out"

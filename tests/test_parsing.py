@@ -1,6 +1,6 @@
 import pytest
 
-from agentic_loop.parsing import (
+from agentic_loop.core.parsing import (
     clean_reply,
     degenerate_reason,
     parse_plan,

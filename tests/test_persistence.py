@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, plan_text
+from conftest import ScriptedChatModel, plan_text, wait_for
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde import _msgpack
 
-from agentic_loop.events import ProgressRelay
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.runner import run_agentic_loop, stream_run
-from agentic_loop.state import AgenticResult, AgenticStep, Plan
-from agentic_loop.storage import StoreError, list_runs, load_run, open_store
+from agentic_loop.core.events import ProgressRelay
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.state import AgenticResult, AgenticStep, Plan
+from agentic_loop.runs.runner import run_agentic_loop, stream_run
+from agentic_loop.runs.store import StoreError, list_runs, load_run, open_store
 
 
 def test_tests_run_with_strict_msgpack() -> None:
@@ -28,12 +28,13 @@ def test_tests_run_with_strict_msgpack() -> None:
 async def test_interrupted_run_resumes_over_the_same_store(any_store: str, caplog) -> None:
     db = any_store
     config = {"configurable": {"thread_id": "trip"}}
-    first_model = BlockingAt(script=[plan_text("A", "B", "C", "D"), "did A", "did B"], block_at=4)
+    first_model = ScriptedChatModel(
+        script=[plan_text("A", "B", "C", "D"), "did A", "did B"], hold_at=4
+    )
     async with open_store(db) as saver:
         graph = create_agentic_loop(first_model, checkpointer=saver)
         run = asyncio.create_task(stream_run(graph, {"task": "T"}, config, ProgressRelay()))
-        while len(first_model.prompts) < 4:  # step C is in flight
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: first_model.held, what="step C's model call")
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
@@ -94,10 +95,9 @@ async def test_store_creates_missing_folders(tmp_path: Path) -> None:
 
 async def test_run_agentic_loop_resumes_an_unfinished_thread() -> None:
     saver = InMemorySaver()
-    first = BlockingAt(script=[plan_text("A", "B"), "did A"], block_at=3)
+    first = ScriptedChatModel(script=[plan_text("A", "B"), "did A"], hold_at=3)
     run = asyncio.create_task(run_agentic_loop("T", model=first, checkpointer=saver, thread_id="t"))
-    while len(first.prompts) < 3:  # step B is in flight
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: first.held, what="step B's model call")
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
@@ -117,6 +117,7 @@ async def test_load_run_reads_an_in_memory_saver_under_strict_msgpack() -> None:
     assert stored.plan == ["A"] and stored.status == "completed"
 
 
+# Its own fake, not tests/model.py's: a child process runs it, without tests/ on its path.
 RESTORE_WITHOUT_STRICT_MODE = """
 import asyncio, logging
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
@@ -124,7 +125,7 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from agentic_loop import checkpointer, create_agentic_loop
-from agentic_loop.storage import load_run
+from agentic_loop.runs.store import load_run
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -176,5 +177,5 @@ def test_loop_checkpointer_restores_the_loop_types_without_strict_mode_or_warnin
         "AgenticResult completed weather",
         "['AIMessage', 'HumanMessage', 'SystemMessage', 'ToolMessage'] completed AgenticStep",
     ]
-    assert ("Deserializing unregistered type agentic_loop.state.Plan" in done.stderr) is warns
+    assert ("Deserializing unregistered type agentic_loop.core.state.Plan" in done.stderr) is warns
     assert "Blocked deserialization" not in done.stderr

@@ -21,7 +21,7 @@ from ollama_server import OllamaTestServer, Reply, step_of
 from postgres import PASSWORD, PostgresServer
 from test_parallel_kill import HeldFirstCalls, kill, typed_plan, wait_for
 
-from agentic_loop.storage import describe_location
+from agentic_loop.runs.store import describe_location
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_a_run_killed_mid_way_resumes_from_another_process_and_every_command_rea
         before = killed_at_step_2(postgres_url, thread, server, held)
         shown = run_cli("show", thread, "--db", postgres_url, host=server.url)
         assert shown.returncode == 0, shown.stderr
-        assert "unfinished" in shown.stdout and "Did step 1." in shown.stdout
+        assert "interrupted" in shown.stdout and "Did step 1." in shown.stdout
 
         done = run_cli("resume", thread, "--db", postgres_url, "--json", host=server.url)
         assert done.returncode == 0, done.stderr

@@ -19,9 +19,9 @@ from conftest import ScriptedChatModel, plan_text
 from postgres import PASSWORD, PostgresServer
 from pydantic import BaseModel
 
-from agentic_loop.runner import run_agentic_loop
-from agentic_loop.state import AgenticResult
-from agentic_loop.storage import (
+from agentic_loop.core.state import AgenticResult
+from agentic_loop.runs.runner import run_agentic_loop
+from agentic_loop.runs.store import (
     PG_CONNECT_TIMEOUT_S,
     StoreError,
     UnreadableRun,
@@ -101,12 +101,13 @@ def test_describe_location_masks_the_password(location: str | Path, shown: str) 
 # --- runs on PostgreSQL ---------------------------------------------------------------------
 
 
+# Its own fake, not tests/model.py's: a child process runs it, without tests/ on its path.
 KILLED_MID_RUN = """
 import asyncio, os, signal, sys
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage
 from agentic_loop import run_agentic_loop
-from agentic_loop.storage import open_store
+from agentic_loop.runs.store import open_store
 
 class Model(FakeMessagesListChatModel):
     def _generate(self, messages, *args, **kwargs):
@@ -132,7 +133,7 @@ async def test_a_run_killed_in_one_process_resumes_in_another(postgres_url: str)
     model = ScriptedChatModel(script=["did C"])
     async with open_store(postgres_url) as saver:
         stored = await load_run(saver, "killed")
-        assert stored is not None and stored.status == "unfinished"
+        assert stored is not None and stored.status == "interrupted"
         assert [s.result for s in stored.steps] == ["did A", "did B"]
         result = await run_agentic_loop("T", model=model, checkpointer=saver, thread_id="killed")
     assert [s.result for s in result.steps] == ["did A", "did B", "did C"]
@@ -167,7 +168,7 @@ async def test_processes_setting_up_one_new_database_at_once_all_succeed(
 ) -> None:
     script = textwrap.dedent("""
         import asyncio, sys
-        from agentic_loop.storage import open_store
+        from agentic_loop.runs.store import open_store
         async def main():
             async with open_store(sys.argv[1]):
                 pass
@@ -192,7 +193,7 @@ async def test_processes_setting_up_one_new_database_at_once_all_succeed(
 
 
 class Intruder(BaseModel):
-    """A type outside `agentic_loop.state.STORED_TYPES`."""
+    """A type outside `agentic_loop.core.state.STORED_TYPES`."""
 
     steps: list[str] = ["rm -rf /"]
 

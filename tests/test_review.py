@@ -10,11 +10,11 @@ from conftest import ScriptedChatModel, plan_text
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from agentic_loop import events
-from agentic_loop.events import ProgressRelay
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.nodes.review import read_review
-from agentic_loop.runner import run_agentic_loop, stream_run
+from agentic_loop.core import events
+from agentic_loop.core.events import ProgressRelay
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.nodes.review import read_review
+from agentic_loop.runs.runner import run_agentic_loop, stream_run
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 

@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, plan_text
+from conftest import ScriptedChatModel, plan_text, wait_for
 
-from agentic_loop.service import (
+from agentic_loop import LoopOptions
+from agentic_loop.runs.service import (
     BadAnswer,
     BadSetup,
     Hooks,
@@ -28,7 +29,9 @@ def opened(db: Path, model: ScriptedChatModel):
 async def test_a_run_waits_for_its_review_and_answer_carries_it_on(tmp_path: Path) -> None:
     model = ScriptedChatModel(script=[plan_text("A", "B"), "did A", "did B"])
     async with opened(tmp_path / "runs.sqlite", model) as service:
-        paused = await service.start(RunRequest(task="T", review_plan=True, thread_id="t"))
+        paused = await service.start(
+            RunRequest(task="T", options=LoopOptions(review_plan=True), thread_id="t")
+        )
         assert paused.result is None
         [question] = paused.waiting
         assert question.kind == "plan_review" and question.request["steps"] == ["A", "B"]
@@ -42,7 +45,9 @@ async def test_a_run_waits_for_its_review_and_answer_carries_it_on(tmp_path: Pat
 async def test_an_answer_that_does_not_fit_changes_nothing(tmp_path: Path) -> None:
     model = ScriptedChatModel(script=[plan_text("A", "B")])
     async with opened(tmp_path / "runs.sqlite", model) as service:
-        paused = await service.start(RunRequest(task="T", review_plan=True, thread_id="t"))
+        paused = await service.start(
+            RunRequest(task="T", options=LoopOptions(review_plan=True), thread_id="t")
+        )
         [question] = paused.waiting
         before = await service.history("t")
         with pytest.raises(BadAnswer, match="an edited plan needs 1 to"):
@@ -76,7 +81,7 @@ async def test_refusals_are_typed_and_say_what_to_do(tmp_path: Path) -> None:
 async def test_a_background_run_is_refused_a_second_runner_and_cancelled(
     tmp_path: Path,
 ) -> None:
-    model = BlockingAt(script=[plan_text("A", "B"), "did A"], block_at=3)
+    model = ScriptedChatModel(script=[plan_text("A", "B"), "did A"], hold_at=3)
     events: list[str] = []
 
     class Recorder:
@@ -87,8 +92,7 @@ async def test_a_background_run_is_refused_a_second_runner_and_cancelled(
     async with opened(db, model) as service:
         request = RunRequest(task="T", thread_id="t")
         job = await service.launch(lambda: service.start(request, Hooks(progress=Recorder())), "t")
-        while len(model.prompts) < 3:  # step B is in flight
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: model.held, what="step B's model call")
         assert service.is_running("t")
         with pytest.raises(RunActive):
             await service.resume("t")
@@ -99,5 +103,5 @@ async def test_a_background_run_is_refused_a_second_runner_and_cancelled(
             await job
         assert not service.is_running("t") and not service.cancel("t")
         stored = await service.run("t")
-    assert stored.status == "unfinished" and [s.result for s in stored.steps] == ["did A"]
+    assert stored.status == "interrupted" and [s.result for s in stored.steps] == ["did A"]
     assert "agentic.step_complete" in events

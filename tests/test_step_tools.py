@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agentic_loop import step_tools
-from agentic_loop.step_tools import ToolOptions, ToolSetupError, load_tools
+from agentic_loop.step_tools import loading as step_tools
+from agentic_loop.step_tools.loading import ToolOptions, ToolSetupError, load_tools
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 

@@ -15,32 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedChatModel, plan_text, run_cli, spawn_cli
+from conftest import ScriptedChatModel, plan_text, run_cli, spawn_cli, wait_until
+from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Durability
 from ollama_server import OllamaTestServer, Reply, plan_or_step, step_of
 
-from agentic_loop.events import ProgressEvent
-from agentic_loop.runner import run_agentic_loop
-from agentic_loop.storage import load_run, open_store
+from agentic_loop.core.events import ProgressEvent
+from agentic_loop.runs.runner import run_agentic_loop
+from agentic_loop.runs.store import load_run, open_store
 
 STEPS = ["A", "B", "C"]
 STOPS: list[type[BaseException]] = [KeyboardInterrupt, SystemExit, asyncio.CancelledError]
 DURABILITIES: list[Durability] = ["sync", "async", "exit"]
 
 
-class ByPrompt(ScriptedChatModel):
+def by_prompt(messages: list[BaseMessage]) -> str:
     """Plans the steps A, B, C and runs each step, in whatever order it is asked."""
-
-    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
-        prompt = messages[-1].text
-        step = re.search(r"^Step \d+/\d+: (\w+)", prompt, re.MULTILINE)
-        self.script.append(f"did {step[1]}" if step else plan_text(*STEPS))
-        return super()._generate(messages, stop, run_manager, **kw)
+    step = re.search(r"^Step \d+/\d+: (\w+)", messages[-1].text, re.MULTILINE)
+    return f"did {step[1]}" if step else plan_text(*STEPS)
 
 
 def model() -> ScriptedChatModel:
-    return ByPrompt(script=[])
+    return ScriptedChatModel(script=by_prompt)
 
 
 def asked_steps(scripted: ScriptedChatModel) -> list[str]:
@@ -148,7 +145,7 @@ async def test_an_on_progress_callback_that_stops_the_run_leaves_it_resumable(
 
 
 def test_a_relay_never_swallows_a_stop() -> None:
-    from agentic_loop.events import ProgressRelay
+    from agentic_loop.core.events import ProgressRelay
 
     def on_progress(*args: Any) -> None:
         raise KeyboardInterrupt
@@ -203,10 +200,12 @@ def one_trial(tmp_path: Path, trial: int, rng: random.Random) -> str:
     with OllamaTestServer(slow(plan_or_step(PLAN), 0.1)) as server:
         proc = spawn_cli("run", "Plan a trip", "--db", str(db), "--thread", thread, host=server.url)
         try:
-            waited = 0.0
-            while not from_start and not server.chat_requests() and waited < 30:
-                time.sleep(0.01)
-                waited += 0.01
+            if not from_start:  # (or the CLI's end, which the checks below explain)
+                wait_until(
+                    lambda: server.chat_requests() or proc.poll() is not None,
+                    what=f"{what}: the planning request",
+                    timeout=30,
+                )
             time.sleep(delay)
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=30)

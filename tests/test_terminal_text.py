@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from ollama_server import STEP_LINE, OllamaTestServer, Reply, last_prompt, tool_messages
 
-from agentic_loop.terminal import visible
+from agentic_loop.faces.terminal import visible
 
 pytestmark = pytest.mark.integration
 

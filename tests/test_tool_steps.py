@@ -9,23 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BlockingAt, ScriptedChatModel, calls, plan_text
+from conftest import ScriptedChatModel, calls, plan_text, wait_for
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from agentic_loop import events
-from agentic_loop.conversation import APPROVED_KEY, tagged
-from agentic_loop.events import ProgressRelay
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.nodes.approve_tools import read_approval
-from agentic_loop.routes import route_after_schedule
-from agentic_loop.runner import AwaitingAnswer, run_agentic_loop, stream_run
-from agentic_loop.settings import Settings
-from agentic_loop.state import Plan, RunningStep
-from agentic_loop.storage import load_run, open_store
+from agentic_loop import LoopOptions
+from agentic_loop.core import events
+from agentic_loop.core.conversation import APPROVED_KEY, tagged
+from agentic_loop.core.events import ProgressRelay
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.nodes.approve_tools import read_approval
+from agentic_loop.core.routes import route_after_schedule
+from agentic_loop.core.settings import Settings
+from agentic_loop.core.state import Plan, RunningStep
+from agentic_loop.runs.runner import AwaitingAnswer, run_agentic_loop, stream_run
+from agentic_loop.runs.store import load_run, open_store
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 
@@ -112,7 +113,7 @@ async def test_route_after_schedule_for_a_step_in_progress(
 ) -> None:
     tools = tuple(Notebook().tools())
     model = ScriptedChatModel(script=[])
-    settings = Settings(model=model, tools=tools, approve_tools=approve)
+    settings = Settings(model=model, tools=tools, options=LoopOptions(approve_tools=approve))
     route = await route_after_schedule(
         {"task": "T", "plan": PLAN, "steps": [], **state}, settings=settings
     )
@@ -361,14 +362,14 @@ async def test_a_stopped_step_resumes_without_repeating_its_finished_tool_calls(
 ) -> None:
     db = tmp_path / "runs.sqlite"
     notebook = Notebook()
-    first = BlockingAt(
-        script=[plan_text("Take notes"), calls(("note", {"text": "once"})), "never"], block_at=3
+    first = ScriptedChatModel(
+        script=[plan_text("Take notes"), calls(("note", {"text": "once"})), "never"], hold_at=3
     )
     async with open_store(db) as saver:
         graph = create_agentic_loop(first, checkpointer=saver, tools=notebook.tools())
         run = asyncio.create_task(stream_run(graph, {"task": "T"}, CONFIG, ProgressRelay()))
-        while len(first.prompts) < 3:  # the tool ran; the model's next turn is in flight
-            await asyncio.sleep(0.01)
+        # the tool ran; the model's next turn is in flight
+        await wait_for(lambda: first.held, what="the model's turn after the tool")
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run

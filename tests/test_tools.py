@@ -8,49 +8,21 @@ import logging
 import re
 import uuid
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ScriptedChatModel, calls, plan_text
+from conftest import ScriptedChatModel, calls, plan_text, wait_for
 from langchain.agents import create_agent
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
-from pydantic import Field
 
 from agentic_loop import BackgroundRuns, events
-from agentic_loop.graph import create_agentic_loop
-from agentic_loop.runner import run_agentic_loop
-from agentic_loop.tools import RunFailed, UnknownRun
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.faces.background import RunFailed, UnknownRun
+from agentic_loop.runs.runner import run_agentic_loop
 
 RUN_ID = re.compile(r"bg-[0-9a-f]{8}")
-
-
-class GatedChatModel(ScriptedChatModel):
-    """Scripted, but call number `gate_at` waits until `gate` is set."""
-
-    gate_at: int
-    gate: asyncio.Event = Field(default_factory=asyncio.Event)
-
-    async def _agenerate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        if len(self.prompts) + 1 == self.gate_at:
-            await self.gate.wait()
-        return self._generate(messages, stop, **kw)
-
-
-class StuckChatModel(ScriptedChatModel):
-    """Its first call waits on a future only that call holds: a task nobody references
-    is then garbage, the pitfall the registry guards against."""
-
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kw: Any) -> ChatResult:
-        self.prompts.append(messages[-1].text)
-        await asyncio.get_running_loop().create_future()
-        raise AssertionError("unreachable")
 
 
 class RecordingBroadcaster:
@@ -71,16 +43,17 @@ def run_id_in(text: str) -> str:
     return run_id
 
 
-async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.001)
-
-
-def gated(gate_at: int = 3) -> GatedChatModel:
-    return GatedChatModel(
-        script=[plan_text("A", "B", "C"), "did A", "did B", "did C"], gate_at=gate_at
+def gated(gate_at: int = 3) -> ScriptedChatModel:
+    """Scripted, but call number `gate_at` waits until the test sets `gate`."""
+    return ScriptedChatModel(
+        script=[plan_text("A", "B", "C"), "did A", "did B", "did C"], hold_at=gate_at
     )
+
+
+def stuck() -> ScriptedChatModel:
+    """Each call awaits a future only that call holds: a task nobody references is then
+    garbage, the pitfall the registry guards against."""
+    return ScriptedChatModel(script=lambda _: asyncio.get_running_loop().create_future())
 
 
 @pytest.fixture
@@ -113,7 +86,7 @@ async def test_start_returns_at_once_and_progress_follows_the_run(closing) -> No
         "planning",
     )
 
-    await until(lambda: runs.progress(run_id).current_step == 2)
+    await wait_for(lambda: runs.progress(run_id).current_step == 2, what="step 2 to start")
     await asyncio.sleep(0.01)  # the model holds step 2 until the gate opens
     waiting = runs.progress(run_id)
     assert waiting.state == "running"
@@ -164,7 +137,7 @@ async def test_cancel_keeps_finished_steps_under_the_run_id_and_resume_finishes(
     graph = create_agentic_loop(model, checkpointer=saver)
     runs = BackgroundRuns(graph)
     run_id = await runs.start("Plan a trip")
-    await until(lambda: runs.progress(run_id).current_step == 2)
+    await wait_for(lambda: runs.progress(run_id).current_step == 2, what="step 2 to start")
 
     assert runs.cancel(run_id) is True
     with pytest.raises(RunFailed, match=f"run {run_id} was cancelled"):
@@ -187,7 +160,7 @@ async def test_a_cancelled_run_resumes_in_the_registry_under_its_id(closing) -> 
     model = gated()
     runs = closing(create_agentic_loop(model, checkpointer=InMemorySaver()))
     run_id = await runs.start("Plan a trip")
-    await until(lambda: runs.progress(run_id).current_step == 2)
+    await wait_for(lambda: runs.progress(run_id).current_step == 2, what="step 2 to start")
     runs.cancel(run_id)
     with pytest.raises(RunFailed):
         await runs.wait(run_id)
@@ -205,7 +178,7 @@ async def test_a_cancelled_run_resumes_in_the_registry_under_its_id(closing) -> 
 async def test_resume_needs_a_checkpointer(closing) -> None:
     runs = closing(create_agentic_loop(gated()))
     run_id = await runs.start("T")
-    await until(lambda: runs.progress(run_id).current_step == 2)
+    await wait_for(lambda: runs.progress(run_id).current_step == 2, what="step 2 to start")
     runs.cancel(run_id)
     with pytest.raises(RunFailed):
         await runs.wait(run_id)
@@ -238,7 +211,7 @@ async def test_a_callers_config_reaches_the_loops_model_calls(closing) -> None:
 
 async def test_a_run_that_raises_is_recorded_logged_and_raised_by_wait(caplog, closing) -> None:
     runs = closing(create_agentic_loop(ScriptedChatModel(script=[]), checkpointer=BrokenSaver()))
-    with caplog.at_level(logging.ERROR, logger="agentic_loop.tools"):
+    with caplog.at_level(logging.ERROR, logger="agentic_loop.faces.background"):
         run_id = await runs.start("Plan a trip")
         with pytest.raises(RunFailed, match=f"run {run_id} failed: OSError: disk full") as info:
             await runs.wait(run_id)
@@ -251,10 +224,10 @@ async def test_a_run_that_raises_is_recorded_logged_and_raised_by_wait(caplog, c
 
 
 async def test_registry_holds_its_tasks_against_garbage_collection(closing) -> None:
-    model = StuckChatModel(script=[])
+    model = stuck()
     runs = closing(create_agentic_loop(model))
     run_id = await runs.start("Plan a trip")
-    await until(lambda: len(model.prompts) == 1)
+    await wait_for(lambda: len(model.prompts) == 1, what="the planning call")
     [job] = [t for t in asyncio.all_tasks() if t.get_name() == run_id]
     alive = weakref.ref(job)
     del job
@@ -359,7 +332,7 @@ async def test_a_forgotten_run_that_failed_to_plan_reads_back_why(closing) -> No
 async def test_keep_finished_forgets_the_runs_that_ended_first_never_a_running_one(
     closing,
 ) -> None:
-    runs = closing(create_agentic_loop(StuckChatModel(script=[])), keep_finished=1)
+    runs = closing(create_agentic_loop(stuck()), keep_finished=1)
     first, second, third = [await runs.start(task) for task in ("T1", "T2", "T3")]
 
     async def end(run_id: str) -> None:
@@ -430,7 +403,7 @@ async def test_a_forgotten_cancelled_run_reads_back_unfinished_and_resumes(closi
     runs = closing(create_agentic_loop(model, checkpointer=InMemorySaver()))
     tools = {t.name: t for t in runs.tools()}
     run_id = await runs.start("Plan a trip")
-    await until(lambda: runs.progress(run_id).current_step == 2)
+    await wait_for(lambda: runs.progress(run_id).current_step == 2, what="step 2 to start")
     runs.cancel(run_id)
     with pytest.raises(RunFailed):
         await runs.wait(run_id)
@@ -438,14 +411,14 @@ async def test_a_forgotten_cancelled_run_reads_back_unfinished_and_resumes(closi
 
     stored = await runs.aprogress(run_id)
     assert (stored.state, stored.position(), stored.last_outcome) == (
-        "unfinished",
+        "interrupted",
         "1/3 steps finished",
         "did A",
     )
     assert await tools["run_result"].ainvoke({"run_id": run_id}) == (
-        f"Run {run_id} ended without a result (unfinished)."
+        f"Run {run_id} ended without a result (interrupted)."
     )
-    with pytest.raises(RunFailed, match=f"run {run_id} has no result in the store .unfinished."):
+    with pytest.raises(RunFailed, match=f"run {run_id} has no result in the store .interrupted."):
         await runs.wait(run_id)
 
     model.gate.set()
@@ -472,7 +445,7 @@ async def test_forgetting_a_running_run_is_refused(closing) -> None:
 
 
 async def test_unknown_ids_kept_or_stored(closing) -> None:
-    runs = closing(create_agentic_loop(StuckChatModel(script=[]), checkpointer=InMemorySaver()))
+    runs = closing(create_agentic_loop(stuck(), checkpointer=InMemorySaver()))
     started = [await runs.start(f"T{n}") for n in range(12)]
     newest = ", ".join(started[2:])
     with pytest.raises(UnknownRun, match=f"known runs: {newest} and 2 older ones "):
@@ -522,7 +495,7 @@ async def test_tools_answer_in_text(closing) -> None:
     started = await tools["plan_and_execute"].ainvoke({"task": "Plan a trip"})
     run_id = run_id_in(started)
     assert "in the background" in started and "run_progress" in started
-    await until(lambda: runs.progress(run_id).current_step == 2)
+    await wait_for(lambda: runs.progress(run_id).current_step == 2, what="step 2 to start")
 
     progress = await tools["run_progress"].ainvoke({"run_id": run_id})
     assert progress == (
@@ -550,22 +523,23 @@ async def test_tools_answer_in_text(closing) -> None:
 
 
 async def test_progress_and_result_report_each_steps_tool_calls(closing) -> None:
-    model = GatedChatModel(
+    model = ScriptedChatModel(
         script=[
             plan_text("Check the weather"),
             calls(("lookup", {"city": "Brest"})),
             "It is sunny in Brest.",
         ],
-        gate_at=3,
+        hold_at=3,
     )
     runs = closing(create_agentic_loop(model, tools=[lookup]))
     tools = {t.name: t for t in runs.tools()}
     run_id = run_id_in(await tools["plan_and_execute"].ainvoke({"task": "Weather?"}))
-    await until(
+    await wait_for(
         lambda: (
             runs.progress(run_id).last_tool is not None
             and "→" in (runs.progress(run_id).last_tool or "")
-        )
+        ),
+        what="the lookup call's outcome",
     )
 
     progress = await tools["run_progress"].ainvoke({"run_id": run_id})
@@ -627,22 +601,6 @@ async def test_tool_errors_come_back_as_text(name, arguments, expected, closing)
 # --- an outer agent --------------------------------------------------------------------------
 
 
-class OuterChatModel(FakeMessagesListChatModel):
-    """A chat agent's model: call k answers `replies[k](messages)`."""
-
-    responses: list[BaseMessage] = Field(default_factory=list)
-    replies: list[Callable[[list[BaseMessage]], AIMessage]]
-    calls: int = 0
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self.bind(**kwargs)
-
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kw: Any) -> ChatResult:
-        self.calls += 1
-        reply = self.replies[self.calls - 1](messages)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-
 class PromptsSeen(AsyncCallbackHandler):
     """Records the last message of every chat model call its run reaches."""
 
@@ -669,8 +627,8 @@ async def test_outer_agent_starts_a_background_run_and_reads_its_result(closing)
         inner.gate.set()  # the loop was blocked on its plan while the agent went on
         return tool_call("run_result", {"run_id": run_id}, "call-2")
 
-    outer = OuterChatModel(
-        replies=[
+    outer = ScriptedChatModel(  # a chat agent's model: call k answers `script[k](messages)`
+        script=[
             lambda _: tool_call("plan_and_execute", {"task": "Plan a trip"}, "call-1"),
             ask_for_result,
             lambda messages: AIMessage(f"All done. {messages[-1].text.splitlines()[0]}"),
@@ -692,7 +650,11 @@ async def test_outer_agent_starts_a_background_run_and_reads_its_result(closing)
         f"All done. Run {run_id} completed: Plan a trip: Completed 3/3 steps."
     )
     assert "Plan a trip" in inner.prompts[0] and "Step 3/3: C" in inner.prompts[3]
-    # The run is not part of the agent's tool call: its own thread, none of its callbacks.
-    assert len(agent_callbacks.prompts) == 3 and inner.prompts[0] not in agent_callbacks.prompts
+    # The agent's callbacks see its own 3 model calls and every one of the run's (plan,
+    # 3 steps, answer): the tool call's callbacks go on to the run, on its own thread.
+    assert len(agent_callbacks.prompts) == 3 + 5
+    seen = {prompt.splitlines()[-1] for prompt in agent_callbacks.prompts}
+    assert inner.prompts and {prompt.splitlines()[-1] for prompt in inner.prompts} <= seen
     stored = await graph.aget_state({"configurable": {"thread_id": run_id}})
     assert stored.values["result"].status == "completed"
+    assert stored.config["configurable"]["checkpoint_ns"] == ""  # not a part of the agent's run

@@ -15,43 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedChatModel, calls, plan_text
-from pydantic import SkipValidation
+from conftest import ScriptedChatModel, calls, plan_text, wait_for, wait_until
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from agentic_loop import events
-from agentic_loop.leases import hold_run
-from agentic_loop.service import Hooks, RunRequest, RunService
-from agentic_loop.step_tools import ToolOptions
-from agentic_loop.storage import RunOptions, open_store
-from agentic_loop.web import create_app
-from agentic_loop.web.live import LiveRun, run_view
-from agentic_loop.web.security import is_loopback
+from agentic_loop import LoopOptions
+from agentic_loop.core import events
+from agentic_loop.faces.web import create_app
+from agentic_loop.faces.web.live import LiveRun, run_view
+from agentic_loop.faces.web.security import is_loopback
+from agentic_loop.runs.leases import hold_run
+from agentic_loop.runs.service import Hooks, RunRequest, RunService
+from agentic_loop.runs.store import open_store
+from agentic_loop.step_tools.loading import ToolOptions
 
 TESTS = Path(__file__).parent
 BASE = "http://127.0.0.1:8765"
 
 
-class Gated(ScriptedChatModel):
-    """Scripted, but the call numbered `hold_at` (from 1, answers not counted) waits until
-    `gate` is set."""
-
-    gate: SkipValidation[threading.Event]
-    hold_at: int = 0
-
-    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
-        if len(self.prompts) + 1 == self.hold_at:
-            while not self.gate.is_set():
-                await asyncio.sleep(0.01)
-        return self._generate(messages, stop, run_manager, **kwargs)
-
-
-def two_steps(**kwargs: Any) -> Gated:
-    return Gated(
-        responses=[],
+def two_steps(**kwargs: Any) -> ScriptedChatModel:
+    """A two-step run's model; with `hold_at`, that call waits until the test sets `gate`."""
+    return ScriptedChatModel(
         script=[plan_text("Pick a beach", "Pack a bag"), "Beach: Brighton.", "Bag: towel."],
-        gate=kwargs.pop("gate", threading.Event()),
         **kwargs,
     )
 
@@ -66,14 +51,14 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def model() -> Gated:
+def model() -> ScriptedChatModel:
     model = two_steps()
     model.gate.set()
     return model
 
 
 @pytest.fixture
-def client(db: Path, model: Gated):
+def client(db: Path, model: ScriptedChatModel):
     with TestClient(app_over(db, model), base_url=BASE) as client:
         yield client
 
@@ -181,11 +166,7 @@ def test_a_plan_review_waits_and_is_approved_from_the_page(client) -> None:
 
 
 def test_a_plan_edited_on_the_page_runs_as_edited(db: Path) -> None:
-    model = Gated(
-        responses=[],
-        script=[plan_text("Pick a beach", "Pack a bag"), "Went to Hove."],
-        gate=threading.Event(),
-    )
+    model = ScriptedChatModel(script=[plan_text("Pick a beach", "Pack a bag"), "Went to Hove."])
     with TestClient(app_over(db, model), base_url=BASE) as client:
         thread_id = start(client, review="on")
         (question,) = wait_view(client, thread_id, status_is("awaiting review"))["questions"]
@@ -219,7 +200,6 @@ def test_a_plan_rejected_on_the_page_fails_the_run_with_the_reason(client, model
 
 def test_a_tool_call_waits_for_approval_and_is_approved_or_rejected(db: Path) -> None:
     model = ScriptedChatModel(
-        responses=[],
         script=[
             plan_text("Add two and three", "Add four and five"),
             calls(("add", {"a": 2, "b": 3})),
@@ -231,7 +211,7 @@ def test_a_tool_call_waits_for_approval_and_is_approved_or_rejected(db: Path) ->
     tools = ToolOptions(imports=("sample_tools:TOOLS",), import_root=str(TESTS))
     request = RunRequest(
         task="Add numbers",
-        options=RunOptions(tools=tools, approve_tools=("add",)),
+        options=LoopOptions(tools=tools, approve_tools=("add",)),
         thread_id="run-tools",
     )
 
@@ -293,7 +273,7 @@ def test_runs_left_running_when_the_server_stops_are_interrupted_after_a_restart
         thread_id = start(client)
         wait_view(client, thread_id, lambda v: v["steps_done"] == 1)
     (stored,) = stored_runs(db)
-    assert stored.status == "unfinished" and len(stored.steps) == 1
+    assert stored.status == "interrupted" and len(stored.steps) == 1
     model = two_steps()
     model.gate.set()
     model.script = model.script[2:]  # only step 2 is left to ask
@@ -317,8 +297,7 @@ def test_a_run_another_process_runs_shows_as_running_elsewhere_and_is_followed(d
         async def hold() -> None:
             async with open_store(db) as saver, hold_run(saver, thread_id):
                 taken.set()
-                while not release.is_set():
-                    await asyncio.sleep(0.01)
+                await wait_for(release.is_set, what="the test to release the lease", timeout=30)
 
         asyncio.run(hold())
 
@@ -464,7 +443,7 @@ def test_live_events_are_laid_over_the_stored_run() -> None:
 
 
 @pytest.fixture
-def guarded(db: Path, model: Gated):
+def guarded(db: Path, model: ScriptedChatModel):
     with TestClient(app_over(db, model, token="s3cret-token"), base_url=BASE) as client:
         yield client
 
@@ -502,10 +481,13 @@ def test_the_token_in_a_bearer_header_opens_the_api_without_a_form_value(db, mod
         thread_id = response.json()["thread_id"]
         assert client.get("/api/runs", headers={"Accept": "application/json"}).status_code == 401
         wait = {"Authorization": "Bearer s3cret-token"}
-        deadline = time.monotonic() + 20
-        while client.get(f"/api/runs/{thread_id}", headers=wait).json()["status"] != "completed":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(
+            lambda: (
+                client.get(f"/api/runs/{thread_id}", headers=wait).json()["status"] == "completed"
+            ),
+            what="the run to complete",
+            timeout=20,
+        )
 
 
 def test_a_websocket_without_the_token_is_refused_with_401(guarded) -> None:
@@ -613,14 +595,12 @@ HOSTILE = (
 
 
 def test_task_and_model_text_are_shown_as_text(db: Path) -> None:
-    model = Gated(
-        responses=[],
+    model = ScriptedChatModel(
         script=[
             plan_text("<b>bold step</b>", "[a link](https://evil.example)"),
             "<script>document.title='owned'</script>",
             "![img](x) <iframe src=//evil.example></iframe>",
         ],
-        gate=threading.Event(),
         answer="<svg onload=alert(1)> **done**",
     )
     with TestClient(app_over(db, model), base_url=BASE) as client:
@@ -712,7 +692,7 @@ def test_a_malformed_start_form_is_422_and_stores_nothing(client, db, data, mess
     [("nonsense:thing", "nonsense:thing"), ("ollama:not-pulled", "Ollama")],
 )
 def test_a_model_that_cannot_be_used_is_422_and_stores_nothing(db, spec, message) -> None:
-    with TestClient(create_app(db, reply_timeout=2), base_url=BASE) as client:
+    with TestClient(create_app(db, defaults=LoopOptions(timeout=2)), base_url=BASE) as client:
         response = post(client, "/runs", task="Go", model=spec)
     assert response.status_code == 422, response.text
     assert message in response.text
@@ -813,12 +793,10 @@ def test_a_second_start_of_a_running_run_is_409(db: Path) -> None:
 
 
 def test_tool_arguments_that_are_not_json_are_422(db: Path) -> None:
-    model = ScriptedChatModel(
-        responses=[], script=[plan_text("Add"), calls(("add", {"a": 1, "b": 1}))]
-    )
+    model = ScriptedChatModel(script=[plan_text("Add"), calls(("add", {"a": 1, "b": 1}))])
     tools = ToolOptions(imports=("sample_tools:TOOLS",), import_root=str(TESTS))
     request = RunRequest(
-        task="Add", options=RunOptions(tools=tools, approve_tools=("add",)), thread_id="run-t"
+        task="Add", options=LoopOptions(tools=tools, approve_tools=("add",)), thread_id="run-t"
     )
 
     async def until_it_asks() -> None:
@@ -838,7 +816,7 @@ def test_tool_arguments_that_are_not_json_are_422(db: Path) -> None:
 
 
 def test_an_unexpected_error_is_a_500_without_a_traceback(db: Path) -> None:
-    def broken(spec: str, options: RunOptions) -> Any:
+    def broken(spec: str, options: LoopOptions) -> Any:
         raise RuntimeError("secret internals")
 
     app = create_app(db, model_factory=broken)

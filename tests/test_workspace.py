@@ -11,7 +11,7 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from agentic_loop.workspace import MAX_LIST_ENTRIES, MAX_READ_CHARS, workspace_tools
+from agentic_loop.step_tools.workspace import MAX_LIST_ENTRIES, MAX_READ_CHARS, workspace_tools
 
 SECRET = "outside, must not change\n"
 

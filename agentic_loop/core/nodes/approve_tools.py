@@ -1,0 +1,112 @@
+"""`approve_tools`: pause so a person can approve, edit or reject tool calls before they run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from agentic_loop.core import events
+from agentic_loop.core.conversation import (
+    APPROVED_KEY,
+    DURATION_KEY,
+    REFUSED_KEY,
+    legacy_handover,
+    pending_tool_calls,
+    reviewed_calls,
+    tagged,
+)
+from agentic_loop.core.settings import Settings
+from agentic_loop.core.state import StepTask, ToolApproval
+
+QUESTION = (
+    "Approve, edit or reject this tool call. Resume with Command(resume=...): 'approve', "
+    "{'action': 'edit', 'args': {...}}, or {'action': 'reject', 'reason': '...'}."
+)
+
+
+def read_approval(answer: object) -> ToolApproval:
+    """The reviewer's answer in its full form; ValueError says what a valid answer is."""
+    if answer is True or answer == "approve":
+        return {"action": "approve"}
+    if answer is False or answer == "reject":
+        return {"action": "reject"}
+    if not isinstance(answer, dict) or answer.get("action") not in ("approve", "edit", "reject"):
+        raise ValueError(
+            f"unreadable approval {answer!r}: use 'approve', 'reject', or a dict with action "
+            "'approve', 'edit' (with 'args', the arguments to use) or 'reject'"
+        )
+    if answer["action"] == "edit":
+        args = answer.get("args")
+        if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
+            raise ValueError("an edit needs `args`, a dict of the tool's arguments by name")
+        return {"action": "edit", "args": args}
+    if answer["action"] == "reject":
+        return {"action": "reject", "reason": str(answer.get("reason") or "").strip()}
+    return {"action": "approve"}
+
+
+def refusal(call: dict[str, Any], reason: str) -> ToolMessage:
+    """What the model is told of a call a reviewer rejected."""
+    why = f": {reason.rstrip('.')}." if reason else "."
+    return ToolMessage(
+        f"A reviewer refused this call{why} It did not run. Carry on without it, "
+        "or try another way.",
+        tool_call_id=call["id"],
+        name=call["name"],
+        status="error",
+        response_metadata={REFUSED_KEY: True, DURATION_KEY: 0},
+    )
+
+
+async def approve_tools(state: StepTask, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    if (handover := legacy_handover(state)) is not None:
+        return handover
+    plan, step = state["plan"], state["step_num"]
+    messages = state["messages"]
+    reply = messages[-1]
+    assert isinstance(reply, AIMessage), "approve_tools follows a model turn with tool calls"
+    reviewed = reviewed_calls(reply)
+    refused: list[BaseMessage] = []
+    edits: dict[str, dict[str, Any]] = {}
+    # On resume the node starts again and each interrupt() returns its answer in turn.
+    for call in pending_tool_calls(messages):
+        if call["name"] not in settings.approve_tools or call["id"] in reviewed:
+            continue
+        request = {
+            "kind": "tool_approval",
+            "task_id": plan.task_id,
+            "task": state["task"],
+            "step": step,
+            "description": plan.steps[step - 1],
+            "tool": call["name"],
+            "args": call["args"],
+            "question": QUESTION,
+        }
+        answer = interrupt(request)
+        while True:
+            try:
+                decision = read_approval(answer)
+                break
+            except ValueError as exc:
+                answer = interrupt({**request, "problem": str(exc)})
+        reviewed.add(call["id"])
+        if decision["action"] == "reject":
+            refused.append(tagged(refusal(call, decision.get("reason", "")), step))
+            runtime.stream_writer(
+                events.tool_called(plan.task_id, step, call["name"], call["args"])
+            )
+            runtime.stream_writer(
+                events.tool_result(plan.task_id, step, call["name"], refused[-1].text, "refused", 0)
+            )
+        elif decision["action"] == "edit":
+            edits[call["id"]] = decision["args"]
+    # The model's turn, marked as answered, with the arguments the calls will run with.
+    calls = [
+        {**call, "args": edits.get(call["id"] or "", call["args"])} for call in reply.tool_calls
+    ]
+    metadata = {**reply.response_metadata, APPROVED_KEY: sorted(reviewed)}
+    answered = reply.model_copy(update={"tool_calls": calls, "response_metadata": metadata})
+    return {"messages": [answered, *refused]}

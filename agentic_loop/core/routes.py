@@ -1,0 +1,140 @@
+"""Where the graph goes after each node, decided from the state alone.
+
+The routers are coroutines only so that LangGraph calls them on the event loop: it runs
+a plain function on a worker thread, which costs more than the routing itself. The same
+holds for the `summarise` node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langgraph.prebuilt.tool_node import ToolCallWithContext
+from langgraph.types import Send
+
+from agentic_loop.core.conversation import of_step, pending_tool_calls, reviewed_calls
+from agentic_loop.core.dependencies import ready_steps
+from agentic_loop.core.nodes.schedule import replan_wanted, spent_budget
+from agentic_loop.core.settings import Settings
+from agentic_loop.core.state import AgenticState, AgenticStep, RunningStep, StepTask
+
+
+async def route_after_plan(state: AgenticState) -> Literal["review", "schedule", "summarise"]:
+    plan = state["plan"]
+    if not plan.steps:
+        return "summarise"
+    return "review" if plan.review_requested else "schedule"
+
+
+async def route_after_review(state: AgenticState) -> Literal["schedule", "summarise"]:
+    return "summarise" if state["plan"].error else "schedule"
+
+
+StepNode = Literal["execute", "call_tool", "approve_tools", "adapt"]
+"""The nodes that do a step's work, each reached from `schedule` through one `Send` per
+step (per tool call for `call_tool`), each leading back to it."""
+
+
+async def route_after_schedule(
+    state: AgenticState, *, settings: Settings
+) -> Literal["replan", "answer"] | list[Send]:
+    """`replan` when the steps that ended call for it; else one `Send` for each thing a
+    step in progress does next (adapt its failure, ask for approvals, run each tool call,
+    or ask the model again) and one for each step ready to start, up to `max_parallel` in
+    progress; `answer` once nothing is left to run."""
+    if replan_wanted(state, settings):
+        return "replan"
+    sends: list[Send] = []
+    running = state.get("running", {})
+    messages = state.get("messages", [])
+    for key in sorted(running, key=int):
+        step = running[key]
+        conversation = of_step(messages, step.step_num)
+        task = step_task(state, step.step_num, step, conversation, settings)
+        calls = pending_tool_calls(conversation)
+        if step.failure is not None:
+            sends.append(Send("adapt", task))
+        elif any(
+            call["name"] in settings.approve_tools
+            and call["id"] not in reviewed_calls(conversation[-1])
+            for call in calls
+        ):
+            sends.append(Send("approve_tools", task))
+        elif calls:
+            sends += [
+                Send(
+                    "call_tool",
+                    ToolCallWithContext(
+                        __type="tool_call_with_context", tool_call=call, state=dict(task)
+                    ),
+                )
+                for call in calls
+            ]
+        else:
+            sends.append(Send("execute", task))
+    if spent_budget(state, settings, time.time()) is None:
+        finished = {s.step_num for s in state.get("steps", [])}
+        room = settings.options.max_parallel - len(running)
+        started = {int(key) for key in running}
+        for step_num in ready_steps(state["plan"].dependencies(), finished, started)[:room]:
+            sends.append(Send("execute", step_task(state, step_num, None, [], settings)))
+    return sends or "answer"
+
+
+def step_task(
+    state: AgenticState,
+    step_num: int,
+    running: RunningStep | None,
+    conversation: list[Any],
+    settings: Settings,
+) -> StepTask:
+    """What a step node needs of the state for step `step_num`."""
+    plan = state["plan"]
+    step_deadline = run_deadline = None
+    if settings.options.step_timeout is not None:
+        started = running.started_at if running else time.time()
+        step_deadline = started + settings.options.step_timeout
+    work_started_at = state.get("work_started_at")
+    if settings.options.max_seconds is not None and work_started_at:
+        run_deadline = work_started_at + settings.options.max_seconds
+    return {
+        "task": state["task"],
+        "plan": plan,
+        "step_num": step_num,
+        "running": running,
+        "messages": conversation,
+        "inputs": step_inputs(state.get("steps", []), plan.dependencies(), step_num, settings)
+        if running is None
+        else [],
+        "step_deadline": step_deadline,
+        "run_deadline": run_deadline,
+    }
+
+
+def step_inputs(
+    ended: list[AgenticStep], deps: list[list[int]], step_num: int, settings: Settings
+) -> list[str]:
+    """The results a step's prompt carries: those of the steps it depends on, then (up to
+    `recent_results` in all) of the steps those depend on, nearest first; in plan order."""
+    if settings.options.recent_results == 0:
+        return []
+    by_num = {s.step_num: s for s in ended}
+    chosen = list(deps[step_num - 1])
+    frontier = list(chosen)
+    while frontier and len(chosen) < settings.options.recent_results:
+        ancestors = sorted({d for n in frontier for d in deps[n - 1]} - set(chosen), reverse=True)
+        ancestors = ancestors[: settings.options.recent_results - len(chosen)]
+        chosen += ancestors
+        frontier = ancestors
+    lines = []
+    for n in sorted(chosen):
+        step = by_num.get(n)
+        if step is None:
+            continue
+        if step.status == "failed":
+            lines.append(f"Step {n}: FAILED")
+        else:
+            label = " (adapted)" if step.status == "adapted" else ""
+            lines.append(f"Step {n}{label}: {step.result[: settings.options.result_chars]}")
+    return lines

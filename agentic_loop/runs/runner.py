@@ -1,0 +1,232 @@
+"""`run_agentic_loop`: one call that runs (or resumes) a task and returns its result."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import Any, cast
+
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, Durability, Interrupt
+
+from agentic_loop.core.events import (
+    Broadcaster,
+    OnProgress,
+    ProgressEvent,
+    ProgressRelay,
+    is_progress_event,
+)
+from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.options import LoopOptions
+from agentic_loop.core.state import AgenticResult
+from agentic_loop.models import load_model, model_spec_from_env, spec_of
+from agentic_loop.runs import store as storage
+
+ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+"""`review(request)`, sync or async, gets the plan a run paused on (`task`, `steps`,
+`max_steps`, and `problem` when its last answer was unreadable) and returns the answer:
+`"approve"`, a list of steps to run instead, or a `PlanReview` dict."""
+
+ApprovalHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+"""`approve(request)`, sync or async, gets a tool call waiting for approval (`tool`,
+`args`, `step`, `description`, and `problem` when its last answer was unreadable) and
+returns the answer: `"approve"`, `"reject"`, or a `ToolApproval` dict."""
+
+
+class AwaitingAnswer(RuntimeError):
+    """The run paused for a plan review or a tool approval that nobody can answer here."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        what = "a tool call" if request.get("kind") == "tool_approval" else "its plan"
+        super().__init__(
+            f"the run waits for {what} to be reviewed; resume it with Command(resume=...) "
+            "or pass a handler that answers"
+        )
+
+
+async def run_agentic_loop(
+    task: str,
+    *,
+    model: Runnable | None = None,
+    session_id: str = "agentic",
+    max_steps: int = 0,
+    on_progress: OnProgress | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    thread_id: str | None = None,
+    broadcaster: Broadcaster | None = None,
+    review: ReviewHandler | None = None,
+    durability: Durability = "sync",
+    tools: Sequence[BaseTool | Callable[..., Any]] = (),
+    approve: ApprovalHandler | None = None,
+    options: LoopOptions | None = None,
+    config: RunnableConfig | None = None,
+    busy_wait_s: float = 0.0,
+    **choices: Any,
+) -> AgenticResult:
+    """Plan `task` into steps, run them (side by side where they allow), adapt failures,
+    and summarise: a run through `agentic_loop.runs.service.RunService`, as the CLI and the
+    web app make them.
+
+    Each run gets its own thread, `"{session_id}-{8 hex digits}"` unless `thread_id` is
+    given. With a checkpointer, a `thread_id` that holds an unfinished run of the same
+    task resumes it, and one that holds a finished run returns its stored result. A
+    thread that another runner runs now (another process sharing a SQLite or PostgreSQL
+    store, or another call in this one) is refused with `leases.RunBusy` naming it (or
+    `service.RunActive`), unless it is free within `busy_wait_s` seconds. The run
+    records its options and its model (`models.spec_of`: `ollama:NAME`, `local`), so
+    `agentic-loop resume` carries it on as it was started.
+
+    What the run may choose is `options` (`agentic_loop.LoopOptions`) or its keywords
+    (`max_parallel=1`, `replan="never"`, `approve_tools=["send"]`, ...; see `build_graph`);
+    `max_steps=0` means `AGENTIC_LOOP_MAX_STEPS`, else 10. The model defaults to
+    `AGENTIC_LOOP_MODEL`, else `auto` (see `agentic_loop.models.resolve_spec`).
+    `on_progress(description, step_num, total_steps)` (sync or async) is called as each
+    step ends, and `broadcaster.broadcast(event, data)` gets every progress event; neither
+    can change or fail the run. With `review`, the plan waits for `review(request)` to
+    approve, edit or reject it before any step runs; calls of the tools named in
+    `approve_tools` (`True`: all) wait for `approve(request)`. A paused run needs a
+    checkpointer: an in-memory one is used if none is given. `config` (callbacks, tags,
+    metadata, run_name) goes to every model and tool call of the run, so an outer
+    agent's tracing sees them.
+    """
+    from agentic_loop.runs.service import Hooks, RunRequest, RunService
+
+    if not isinstance(task, str) or not task.strip():
+        raise ValueError(f"task must be non-empty text, got {task!r}")
+    options = (options or LoopOptions()).replace(
+        **choices, **({"max_steps": max_steps} if max_steps else {})
+    )
+    if review is not None:
+        options = options.replace(review_plan=True)
+    if options.approve_tools and approve is None:
+        raise ValueError("approve_tools needs an `approve` handler to answer the approvals")
+    if model is None:
+        model = load_model(
+            options.model or model_spec_from_env(),
+            timeout_s=options.timeout,
+            reply_tokens=options.max_reply_tokens,
+        )
+    if (options.review_plan or options.approve_tools) and checkpointer is None:
+        checkpointer = storage.checkpointer()  # a paused graph needs somewhere to wait
+    options = options.replace(model=spec_of(model) or options.model)
+    graph = create_agentic_loop(model, checkpointer=checkpointer, tools=tools, options=options)
+    service = RunService(
+        checkpointer,
+        where="the checkpointer",
+        graph=graph,
+        options=options,
+        busy_wait_s=busy_wait_s,
+        durability=durability,
+    )
+    hooks = Hooks(progress=broadcaster, on_progress=on_progress, review=review, approve=approve)
+    if thread_id is not None:
+        stored = await service.find(thread_id)
+        if stored is not None:
+            if stored.task != task:
+                raise ValueError(
+                    f"thread {thread_id!r} holds a run of another task ({stored.task!r}); "
+                    "pass a new thread_id, or the same task to resume it"
+                )
+            if stored.result is not None:
+                return stored.result
+            outcome = await service.resume(thread_id, hooks, config=config)
+            return _result_of(outcome.result, outcome.waiting)
+    request = RunRequest(
+        task=task, options=options, thread_id=thread_id or new_thread_id(session_id)
+    )
+    outcome = await service.start(request, hooks, config=config)
+    return _result_of(outcome.result, outcome.waiting)
+
+
+def _result_of(result: AgenticResult | None, waiting: list[Any]) -> AgenticResult:
+    if result is None:  # only when a handler is missing, which the checks above rule out
+        raise AwaitingAnswer(waiting[0].request if waiting else {})
+    return result
+
+
+def new_thread_id(prefix: str = "run") -> str:
+    """A new run's thread id: `prefix`, a dash and 8 hex digits (`run-1a2b3c4d`)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:
+    """A caller's `config` (callbacks, tags, ...) for the run stored under `thread_id`."""
+    config = config or {}
+    return {**config, "configurable": {**config.get("configurable", {}), "thread_id": thread_id}}
+
+
+async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
+    """The stored state of a thread: None if it has no run, with "result" once finished."""
+    snapshot = await graph.aget_state(config)
+    if not snapshot.values:
+        return None
+    values = dict(snapshot.values)
+    if snapshot.next:
+        values.pop("result", None)  # a result from an earlier task on the same thread
+    return values
+
+
+async def stream_run(
+    graph: CompiledStateGraph,
+    graph_input: dict[str, Any] | Command | None,
+    config: RunnableConfig,
+    relay: ProgressRelay,
+    durability: Durability = "sync",
+    review: ReviewHandler | None = None,
+    approve: ApprovalHandler | None = None,
+) -> AgenticResult:
+    """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams,
+    answering a plan review with `review` and a tool approval with `approve`. Raises
+    `AwaitingAnswer` if the run pauses for one of them and its handler is missing."""
+    while True:
+        result: AgenticResult | None = None
+        pending: list[Interrupt] = []
+        stream = cast(
+            AsyncGenerator[tuple[str, Any], None],
+            graph.astream(
+                graph_input,
+                config,
+                stream_mode=["custom", "updates"],
+                durability=durability if graph.checkpointer else None,
+            ),
+        )
+        # Whatever stops the loop (a Ctrl-C, a hook raising KeyboardInterrupt, SystemExit or
+        # CancelledError), the stream is closed before it propagates: its nodes are cancelled
+        # and what they finished is stored ("exit" durability stores it only then), so the
+        # run resumes from there. Left open, it would be closed later, or never.
+        async with aclosing(stream):
+            async for mode, chunk in stream:
+                update = cast(dict[str, Any], chunk)
+                if mode == "custom" and is_progress_event(chunk):
+                    await relay.deliver(cast(ProgressEvent, chunk))
+                elif mode == "updates" and "summarise" in update:
+                    result = update["summarise"]["result"]
+                elif mode == "updates" and "__interrupt__" in update:
+                    pending += update["__interrupt__"]
+        if result is not None:
+            return result
+        if not pending:
+            raise RuntimeError(
+                "the run stopped before its summary; resume it with the same thread_id"
+            )
+        # Steps side by side may each wait for an answer: each is answered by its id.
+        answers: dict[str, Any] = {}
+        for waiting in pending:
+            request = waiting.value
+            # Plan reviews stored before tool approvals existed have no "kind".
+            handler = approve if request.get("kind") == "tool_approval" else review
+            if handler is None:
+                raise AwaitingAnswer(request)
+            answer = handler(request)
+            answers[waiting.id] = await answer if inspect.isawaitable(answer) else answer
+        graph_input = Command(resume=answers)
+        # A run started from an older checkpoint (a re-run) now goes on from its newest.
+        configurable = dict(config.get("configurable", {}))
+        configurable.pop("checkpoint_id", None)
+        config = {**config, "configurable": configurable}
