@@ -39,8 +39,8 @@ from langchain_core.runnables import Runnable
 
 from agentic_loop.core import prompts, replies
 from agentic_loop.core.dependencies import plan_schema, read_typed_plan, split_dependency_note
+from agentic_loop.core.options import DEFAULT_MAX_STEPS, LoopOptions
 from agentic_loop.core.parsing import parse_plan
-from agentic_loop.core.settings import DEFAULT_MAX_STEPS, DEFAULT_REPLY_CHARS
 from agentic_loop.models import local as local_model
 from agentic_loop.models.local import LocalChatModel
 
@@ -103,7 +103,7 @@ async def plan_all(
     plans = []
     for task in TASKS:
         started = time.perf_counter()
-        reply = await replies.ask(model, messages(task), max_chars=DEFAULT_REPLY_CHARS)
+        reply = await replies.ask(model, messages(task), max_chars=LoopOptions().reply_chars)
         seconds = time.perf_counter() - started
         ids, depends_on = read(reply.message.text) or (None, [])
         kept = None if ids is None else ids[:max_steps]

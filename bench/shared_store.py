@@ -51,12 +51,15 @@ for folder in (BENCH.parent, BENCH, BENCH.parent / "tests"):
 from loop_overhead import TASK, FakeChatModel, check  # noqa: E402
 from postgres import PostgresServer, server_programs  # noqa: E402
 
+from agentic_loop import LoopOptions  # noqa: E402
 from agentic_loop.runs.service import RunRequest, RunService  # noqa: E402
+
+FAKE = LoopOptions(model="fake")
 
 
 async def start_runs(service: RunService, count: int) -> None:
     async def one() -> None:
-        request = RunRequest(task=TASK, model="fake", thread_id=f"bench-{uuid.uuid4().hex}")
+        request = RunRequest(task=TASK, options=FAKE, thread_id=f"bench-{uuid.uuid4().hex}")
         check((await service.start(request)).result)
 
     await asyncio.gather(*(one() for _ in range(count)))
