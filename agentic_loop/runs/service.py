@@ -600,11 +600,11 @@ class RunService:
             if key not in self._graphs:
                 step_tools = await load_tools(options.tools)
                 model = self._model_factory(spec, options)
-                if spec.startswith("ollama:") and not self._custom_factory:
-                    check_ollama(spec.partition(":")[2])  # a run that cannot start is not stored
                 graph = create_agentic_loop(
                     model, checkpointer=self.saver, tools=step_tools, options=key
                 )
+                if spec.startswith("ollama:") and not self._custom_factory:
+                    check_ollama(spec.partition(":")[2])  # a run that cannot start is not stored
                 self._graphs[key] = graph, [tool.name for tool in step_tools]
         except (ToolSetupError, ValueError) as exc:
             raise BadSetup(str(exc)) from None
