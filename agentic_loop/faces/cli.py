@@ -526,6 +526,8 @@ def main() -> None:
     # A run whose checkpoint cannot be read is reported in one line (storage.UnreadableRun);
     # LangGraph's serializer would first log a warning of its own about the stored type.
     logging.getLogger("langgraph.checkpoint.serde").setLevel(logging.ERROR)
+    if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv[1:]):
+        _load_libraries()
     try:
         app()
     except SystemExit as exit:
@@ -533,6 +535,25 @@ def main() -> None:
         if exit.code == EXIT_INTERRUPTED and not _stop_said:
             print(STOPPED_EARLY, file=sys.stderr)
         raise
+
+
+def _load_libraries() -> None:
+    """Import LangGraph and LangChain before the command runs, with a Ctrl-C held back until
+    they have loaded: one that lands inside an import can come out as another error (pydantic
+    turns it into a `SchemaError` while it builds a schema), with a traceback."""
+    stopped: list[int] = []
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        import agentic_loop.runs.service  # noqa: F401  (Ctrl-C is handled otherwise here)
+
+        return
+    before = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))
+    try:
+        import agentic_loop.runs.service  # noqa: F401  (everything a command needs)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if stopped:
+        print(STOPPED_EARLY, file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 STOPPED_EARLY = "\nStopped before anything ran; nothing was stored."
