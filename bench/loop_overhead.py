@@ -9,10 +9,11 @@ Measures, with a fake chat model (no network, nothing but loopback and a temp fo
 1. Concurrency: one 5-step run against a model that answers after 50 ms, then 100 such
    runs at once with `asyncio.gather`, and the ratio of the two wall times
    (goal: <= 1.5). Once through `run_agentic_loop` (builds and compiles a graph per
-   call) and once through one compiled graph reused by every run. Best of 3 each.
+   call, and runs through the service: a lease needs a store, so none is taken here)
+   and once through one compiled graph reused by every run. Best of 3 each.
 2. Framework cost per node execution with a model that answers at once: N sequential
-   5-step runs (14 nodes each: plan, schedule before each step and after the last,
-   5 x execute, answer, summarise) with no checkpointer, with
+   5-step runs (9 nodes each: plan, schedule before the first step, 5 x execute, each
+   step starting the next, answer, summarise) with no checkpointer, with
    InMemorySaver (durability="sync") and with the durable SQLite store
    (durability="sync"); and the cost of one fake model call on its own, so LangChain's
    model-call overhead can be told apart from LangGraph's (goals: <= 1 ms per step in
@@ -57,7 +58,7 @@ from agentic_loop.runs.store import open_store  # noqa: E402
 
 TASK = "Write a short report on benchmark overhead"
 STEPS = 5
-NODES_PER_RUN = 2 * STEPS + 4  # plan, 6 x schedule, 5 x execute, answer, summarise
+NODES_PER_RUN = STEPS + 4  # plan, schedule, 5 x execute, answer, summarise
 MODEL_CALLS_PER_RUN = STEPS + 2  # plan, 5 x execute, answer
 DELAY = 0.05
 CONCURRENT = 100

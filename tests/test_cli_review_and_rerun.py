@@ -87,7 +87,7 @@ def test_unanswered_review_waits_and_resume_asks_again(agentic_loop, server) -> 
 def test_history_and_rerun_from_a_step(agentic_loop, server) -> None:
     assert agentic_loop("run", "Plan a trip", "--thread", "t").exit_code == 0
     history = json.loads(agentic_loop("show", "t", "--history", "--json").output)
-    assert [c["steps_done"] for c in history] == [3, 3, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0]
+    assert [c["steps_done"] for c in history] == [3, 3, 3, 2, 1, 0, 0, 0, 0]
     assert all(c["on_current_branch"] for c in history)
 
     table = agentic_loop("show", "t", "--history")

@@ -474,3 +474,38 @@ async def test_a_task_cut_to_fit_the_window_says_so_when_planning_finds_no_steps
     assert result.summary.startswith("Planning produced no steps from the task cut to its first ")
     assert "to fit the model's context window" in result.summary
     assert len(model.prompts[0]) < 1200
+
+
+async def nodes_run(model: ScriptedChatModel, **options: Any) -> list[str]:
+    graph = create_agentic_loop(model, checkpointer=InMemorySaver(), **options)
+    config = {"configurable": {"thread_id": "t"}}
+    updates = graph.astream({"task": "T"}, config, stream_mode="updates", durability="sync")
+    return [node async for update in updates for node in update]
+
+
+async def test_steps_that_run_one_at_a_time_start_each_other_without_schedule() -> None:
+    model = ScriptedChatModel(script=[plan_text(*"ABCDE"), *(f"did {s}" for s in "ABCDE")])
+    nodes = await nodes_run(model)
+    assert nodes == ["plan", "schedule", *["execute"] * 5, "answer", "summarise"]
+
+
+async def test_steps_side_by_side_meet_at_schedule() -> None:
+    # A and B run side by side; C waits for both, so `schedule` gathers them first.
+    model = ScriptedChatModel(
+        script=lambda messages: (
+            "1. A\n2. B\n3. C (after 1, 2)"
+            if messages[-1].text.startswith("Break this task")
+            else "ok"
+        )
+    )
+    nodes = await nodes_run(model)
+    assert nodes == [
+        *["plan", "schedule", "execute", "execute", "schedule", "execute"],
+        *["answer", "summarise"],
+    ]
+
+
+async def test_a_failed_step_alone_is_adapted_then_the_next_starts() -> None:
+    model = ScriptedChatModel(script=[plan_text("A", "B"), RuntimeError("down"), "did A", "did B"])
+    nodes = await nodes_run(model, replan="never")
+    assert nodes == ["plan", "schedule", "execute", "adapt", "execute", "answer", "summarise"]

@@ -36,6 +36,19 @@ def test_the_core_imports_no_store_face_or_tool_loader(path: Path) -> None:
     assert wrong == [], f"{path.name} imports {wrong}"
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if "core" not in p.relative_to(PACKAGE).parts),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_outside_the_core_nothing_imports_a_node(path: Path) -> None:
+    """What the service and the faces need of a node (reading a review or an approval
+    answer) lives in a public core module, `core.answers`."""
+    moved = [agentic_loop.moved_to(name) or name for name in imported_modules(path)]
+    wrong = sorted(name for name in moved if name.startswith("agentic_loop.core.nodes"))
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
 def test_the_layer_check_sees_an_import_of_the_store(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from agentic_loop.runs.store import open_store\n")

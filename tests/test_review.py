@@ -11,9 +11,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from agentic_loop.core import events
+from agentic_loop.core.answers import read_review
 from agentic_loop.core.events import ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
-from agentic_loop.core.nodes.review import read_review
 from agentic_loop.runs.runner import run_agentic_loop, stream_run
 
 CONFIG = {"configurable": {"thread_id": "t"}}

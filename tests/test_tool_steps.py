@@ -18,10 +18,10 @@ from langgraph.types import Command
 
 from agentic_loop import LoopOptions
 from agentic_loop.core import events
+from agentic_loop.core.answers import read_approval
 from agentic_loop.core.conversation import APPROVED_KEY, tagged
 from agentic_loop.core.events import ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
-from agentic_loop.core.nodes.approve_tools import read_approval
 from agentic_loop.core.routes import route_after_schedule
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import Plan, RunningStep

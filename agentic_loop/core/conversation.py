@@ -1,12 +1,11 @@
 """The conversations of the steps in progress, which share the state's `messages`.
 
 Steps run side by side, so each message's id starts with its step's tag: a step reads its
-own messages by that tag, and removes them when it ends. Messages stored by versions before
-parallel steps have no tag and belong to no step."""
+own messages by that tag, and removes them when it ends. (Messages stored by versions before
+parallel steps have no tag: `older_runs` has the rules for them.)"""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -23,7 +22,6 @@ APPROVED_KEY = "approved_calls"
 has answered, so they are not asked about again."""
 
 M = TypeVar("M", bound=BaseMessage)
-_TAG = re.compile(r"step\d+-")
 
 
 def step_tag(step_num: int) -> str:
@@ -43,11 +41,6 @@ def of_step(messages: Sequence[AnyMessage], step_num: int) -> list[AnyMessage]:
     return [m for m in messages if m.id and m.id.startswith(tag)]
 
 
-def untagged(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
-    """Messages left by a run stored before parallel steps: they belong to no step."""
-    return [m for m in messages if not (m.id and _TAG.match(m.id))]
-
-
 def removals(messages: Sequence[BaseMessage]) -> list[RemoveMessage]:
     """The updates that remove `messages` (stored ones, with ids) from the state."""
     return [RemoveMessage(id=m.id) for m in messages if m.id]
@@ -64,14 +57,6 @@ def pending_tool_calls(messages: Sequence[BaseMessage]) -> list[Any]:
 def reviewed_calls(message: BaseMessage) -> set[str]:
     """Ids of the tool calls of a model turn that a reviewer has answered."""
     return set(message.response_metadata.get(APPROVED_KEY, []))
-
-
-def legacy_handover(state: Any) -> dict[str, Any] | None:
-    """For a run stored before parallel steps, pulled into a step node with the whole
-    state: drop its step's conversation, so that `schedule` starts that step again."""
-    if "step_num" in state:
-        return None
-    return {"messages": removals(untagged(state.get("messages", [])))}
 
 
 def tool_call_records(messages: Sequence[BaseMessage]) -> list[ToolCallRecord]:

@@ -31,9 +31,11 @@ from agentic_loop.core.nodes.schedule import schedule
 from agentic_loop.core.options import LoopOptions
 from agentic_loop.core.routes import (
     StepNode,
+    after_step,
     route_after_plan,
     route_after_review,
     route_after_schedule,
+    telling_if_alone,
 )
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticInput, AgenticOutput, AgenticState, StepTask
@@ -96,12 +98,18 @@ def build_graph(
     builder.add_node("plan", partial(plan, settings=settings))
     builder.add_node("review", review)
     builder.add_node("schedule", partial(schedule, settings=settings))
-    builder.add_node("execute", partial(execute, settings=settings), input_schema=StepTask)
+    builder.add_node(
+        "execute", telling_if_alone(partial(execute, settings=settings)), input_schema=StepTask
+    )
     builder.add_node("call_tool", call_tool_node(settings))
     builder.add_node(
-        "approve_tools", partial(approve_tool_calls, settings=settings), input_schema=StepTask
+        "approve_tools",
+        telling_if_alone(partial(approve_tool_calls, settings=settings)),
+        input_schema=StepTask,
     )
-    builder.add_node("adapt", partial(adapt, settings=settings), input_schema=StepTask)
+    builder.add_node(
+        "adapt", telling_if_alone(partial(adapt, settings=settings)), input_schema=StepTask
+    )
     builder.add_node("replan", partial(replan_node, settings=settings))
     builder.add_node("answer", partial(answer, settings=settings))
     builder.add_node("summarise", summarise)
@@ -113,8 +121,11 @@ def build_graph(
         partial(route_after_schedule, settings=settings),
         ["replan", "answer", *get_args(StepNode)],
     )
-    for step_node in get_args(StepNode):
-        builder.add_edge(step_node, "schedule")
+    for step_node in ("execute", "adapt", "approve_tools"):
+        builder.add_conditional_edges(
+            step_node, after_step(settings), ["schedule", "replan", "answer", *get_args(StepNode)]
+        )
+    builder.add_edge("call_tool", "schedule")
     builder.add_edge("replan", "schedule")
     builder.add_edge("answer", "summarise")
     builder.add_edge("summarise", END)

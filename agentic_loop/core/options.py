@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Self, cast
 
+from agentic_loop.core import older_runs
+
 ReplanMode = Literal["on_failure", "after_each_step", "never"]
 PlanFormat = Literal["typed", "text", "text_then_typed"]
 
@@ -287,10 +289,7 @@ class LoopOptions:
         approve = metadata.get("approve_tools")
         if isinstance(approve, str):  # a JSON list of names
             values["approve_tools"] = tuple(json.loads(approve))
-        if "reply_tokens" in metadata and "max_reply_tokens" not in metadata:
-            values["max_reply_tokens"] = metadata["reply_tokens"]  # its name until 0.2
-        if "review" in metadata and "review_plan" not in metadata:
-            values["review_plan"] = bool(metadata["review"])  # the CLI's flag until 0.1
+        values.update(older_runs.renamed_options(metadata))
         options = cls()
         for name, value in values.items():
             try:

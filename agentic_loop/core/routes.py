@@ -8,14 +8,16 @@ holds for the `summarise` node.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
 
 from langgraph.prebuilt.tool_node import ToolCallWithContext
+from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from agentic_loop.core.conversation import of_step, pending_tool_calls, reviewed_calls
 from agentic_loop.core.dependencies import ready_steps
-from agentic_loop.core.nodes.schedule import replan_wanted, spent_budget
+from agentic_loop.core.nodes.schedule import replan_wanted, round_update, spent_budget
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticState, AgenticStep, RunningStep, StepTask
 
@@ -62,6 +64,8 @@ async def route_after_schedule(
         ):
             sends.append(Send("approve_tools", task))
         elif calls:
+            # `ToolNode` takes a call with the state it needs as this payload, the one
+            # `langchain.agents.create_agent` sends it; LangGraph exports it, public.
             sends += [
                 Send(
                     "call_tool",
@@ -79,7 +83,47 @@ async def route_after_schedule(
         started = {int(key) for key in running}
         for step_num in ready_steps(state["plan"].dependencies(), finished, started)[:room]:
             sends.append(Send("execute", step_task(state, step_num, None, [], settings)))
+    if len(sends) == 1 and sends[0].node != "call_tool":
+        sends[0].arg["solo"] = True  # its node runs alone: it may start the next round
     return sends or "answer"
+
+
+class StepNodeRun(Protocol):
+    def __call__(self, state: StepTask, *, runtime: Runtime) -> Awaitable[dict[str, Any]]: ...
+
+
+def telling_if_alone(node: Callable[..., Awaitable[dict[str, Any]]]) -> StepNodeRun:
+    """`node` writing `solo` when its `Send` said it runs alone, for `route_after_step`."""
+
+    async def run(state: StepTask, *, runtime: Runtime) -> dict[str, Any]:
+        update = await node(state, runtime=runtime)
+        return {**update, "solo": True} if state.get("solo") else update
+
+    return run
+
+
+StepRoute = Literal["schedule", "replan", "answer"] | list[Send]
+
+
+async def route_after_step(state: AgenticState, *, settings: Settings) -> StepRoute:
+    """After a step node: where `schedule` would lead, straight away, when the node ran
+    alone in its superstep (so the state holds every write of it) and `schedule` would
+    record nothing; else `schedule`, which waits for every node of the superstep. A
+    sequential plan so needs no `schedule` superstep between its steps."""
+    if not state.get("solo") or round_update(state, settings, time.time())[0]:
+        return "schedule"
+    return await route_after_schedule(state, settings=settings)
+
+
+def after_step(settings: Settings) -> Callable[[AgenticState], Awaitable[StepRoute]]:
+    """`route_after_step` for the graph. A function, not a `partial`: LangGraph reads what
+    state a router gets from its first parameter's annotation, and without one it would
+    get the step node's `StepTask` rather than the whole state."""
+
+    async def route(state: AgenticState) -> StepRoute:
+        return await route_after_step(state, settings=settings)
+
+    return route
 
 
 def step_task(

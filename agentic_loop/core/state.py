@@ -7,7 +7,7 @@ from functools import cache
 from typing import Annotated, Any, Literal, NotRequired, Required, Self
 
 from langchain_core.messages import AnyMessage
-from langgraph.channels import LastValue
+from langgraph.channels import EphemeralValue, LastValue
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field, JsonValue, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -305,6 +305,10 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     """The budget that ran out, once one has: no step starts after it."""
     work_started_at: float | None
     """Wall-clock start of the first step; `max_seconds` counts from it."""
+    solo: Annotated[bool, EphemeralValue(bool, guard=False)]
+    """Written by a step node that runs as the only task of its superstep: its router may
+    then start the next round itself, without a `schedule` superstep (`routes.
+    route_after_step`). Gone after the superstep."""
 
 
 class StepTask(TypedDict):
@@ -323,6 +327,8 @@ class StepTask(TypedDict):
     """Wall-clock time by which the step must end (`step_timeout`), if it has one."""
     run_deadline: float | None
     """Wall-clock time at which the run's time budget runs out (`max_seconds`), if any."""
+    solo: NotRequired[bool]
+    """Whether this is the only task of its superstep (absent in runs stored before)."""
 
 
 STORED_TYPES = (

@@ -2,8 +2,9 @@
 
 `BackgroundRuns(graph).tools()` gives `plan_and_execute`, which starts a run and returns
 its id at once, and `run_progress`, `run_result` and `cancel_run`, which take that id.
-The registry keeps each run's record in memory until it is forgotten; a forgotten run is
-read back from the graph's checkpointer, if it has one.
+The registry keeps each run's record in memory until it is forgotten (the service keeps
+each run's job while it runs); a forgotten run is read back from the graph's checkpointer,
+if it has one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from agentic_loop.core import events
 from agentic_loop.core.events import Broadcaster
@@ -77,6 +78,8 @@ class RunRecord(BaseModel):
     )
     result: AgenticResult | None = None
     error: str | None = Field(default=None, description="One line: why the run raised.")
+    _raised: BaseException | None = PrivateAttr(default=None)
+    """What the run raised, if it did, for `BackgroundRuns.wait` to raise from."""
 
     @classmethod
     def from_stored(cls, stored: StoredRun) -> RunRecord:
@@ -178,9 +181,9 @@ class BackgroundRuns:
     """Runs of a compiled agentic loop as asyncio tasks on the running loop, through
     `agentic_loop.runs.service.RunService`, plus a record of each for the tools to report.
 
-    The registry keeps a strong reference to every run's task and record until it is
-    forgotten: by `forget`, or, with `keep_finished=N`, once N runs that ended after it
-    are kept (a run has ended when it finished, was cancelled or raised). A run that
+    The service keeps each run's task while it runs; the registry keeps each run's record
+    until it is forgotten: by `forget`, or, with `keep_finished=N`, once N runs that ended
+    after it are kept (a run has ended when it finished, was cancelled or raised). A run that
     raises is logged and recorded as `error`, never lost. Each run's id is its thread id,
     so with a checkpointer an interrupted run can be resumed later, and a forgotten run
     is read back from it by `aprogress`, `wait`, `resume` and the tools (what the store
@@ -214,7 +217,6 @@ class BackgroundRuns:
         self.result_wait_s = result_wait_s
         self.keep_finished = keep_finished
         self._records: dict[str, RunRecord] = {}
-        self._tasks: dict[str, asyncio.Task[Outcome]] = {}
         self._ended: dict[str, None] = {}
         """The kept runs that have ended, in the order they ended: the oldest go first."""
 
@@ -249,38 +251,44 @@ class BackgroundRuns:
             record = RunRecord.from_stored(await self._stored(run_id))
             if run_id in self._records:  # resumed by another caller while the store was read
                 return await self.resume(run_id, config=config)
-        elif not kept[1].done():
+        elif self._running(run_id) is not None:
             raise ValueError(f"run {run_id} is still running")
         else:
-            record = kept[0]
+            record = kept
         if self.graph.checkpointer is None:
             raise ValueError("resuming needs a graph compiled with a checkpointer")
         if record.result is not None:
             raise ValueError(f"run {run_id} has already finished ({record.state})")
-        self._ended.pop(run_id, None)
-        record.state, record.error = "running", None
         await self._launch(record, lambda hooks: self._service.resume(run_id, hooks, config=config))
 
     async def _launch(
         self, record: RunRecord, run: Callable[[Hooks], Coroutine[Any, Any, Outcome]]
     ) -> None:
         """Run `run(hooks)` (a start or resume of the service) in the background, its
-        progress kept in `record`."""
+        progress kept in `record`, which shows it running."""
         hooks = Hooks(progress=_Tracker(record, self.broadcaster))
         job = await self._service.launch(lambda: run(hooks), record.run_id)
-        self._records[record.run_id], self._tasks[record.run_id] = record, job
+        record.state, record.error, record._raised = "running", None, None
+        self._ended.pop(record.run_id, None)
+        self._records[record.run_id] = record
         job.add_done_callback(lambda done: self._settle(record, done))
 
     def _settle(self, record: RunRecord, job: asyncio.Task[Outcome]) -> None:
-        # A task that ended before its run was resumed may call back after the resume.
-        if record.state != "running" or not job.done() or self._tasks.get(record.run_id) is not job:
-            return
+        """Record how the run's `job` ended, once it has."""
+        if (
+            record.state != "running"
+            or not job.done()
+            or self._records.get(record.run_id) is not record
+        ):
+            return  # settled already, still going, or forgotten
+        if self._service.background(record.run_id) not in (None, job):
+            return  # a job that ended before its run was resumed, calling back after
         record.running_steps.clear()
         if job.cancelled():
             record.state = "cancelled"
             logger.info("Background run %s was cancelled at %s", record.run_id, record.position())
         elif (exc := job.exception()) is not None:
-            record.state, record.error = "error", describe_error(exc)
+            record.state, record.error, record._raised = "error", describe_error(exc), exc
             logger.error(
                 "Background run %s (%r) failed: %s",
                 record.run_id,
@@ -303,18 +311,21 @@ class BackgroundRuns:
 
     def _drop(self, run_id: str) -> None:
         self._records.pop(run_id, None)
-        self._tasks.pop(run_id, None)
         self._ended.pop(run_id, None)
 
-    def _kept(self, run_id: str) -> tuple[RunRecord, asyncio.Task[Outcome]] | None:
-        """The run's record and task, settled if it has ended; None if it is not kept."""
-        if run_id not in self._records:
-            return None
-        record, job = self._records[run_id], self._tasks[run_id]
-        self._settle(record, job)
-        return record, job
+    def _running(self, run_id: str) -> asyncio.Task[Outcome] | None:
+        """The run's task while it runs: the service's background job."""
+        job = self._service.background(run_id)
+        return job if job is not None and not job.done() else None
 
-    def _entry(self, run_id: str) -> tuple[RunRecord, asyncio.Task[Outcome]]:
+    def _kept(self, run_id: str) -> RunRecord | None:
+        """The run's record, settled if it has ended; None if it is not kept."""
+        record = self._records.get(run_id)
+        if record is not None and (job := self._service.background(run_id)) is not None:
+            self._settle(record, job)
+        return record
+
+    def _entry(self, run_id: str) -> RunRecord:
         if (kept := self._kept(run_id)) is None:
             hint = "; `await aprogress(run_id)` reads a forgotten run from the store"
             raise self._unknown(run_id, hint=hint if self._saver() else "")
@@ -345,13 +356,13 @@ class BackgroundRuns:
     def progress(self, run_id: str) -> RunRecord:
         """A snapshot of a kept run's record. `UnknownRun` for a forgotten run:
         `aprogress` reads it from the store."""
-        return self._entry(run_id)[0].model_copy()
+        return self._entry(run_id).model_copy()
 
     async def aprogress(self, run_id: str) -> RunRecord:
         """A snapshot of the run's record, kept or, once forgotten, read back from the
         store (`RunRecord.from_stored`). `UnknownRun` if neither has it."""
         if (kept := self._kept(run_id)) is not None:
-            return kept[0].model_copy()
+            return kept.model_copy()
         return RunRecord.from_stored(await self._stored(run_id))
 
     def runs(self) -> list[RunRecord]:
@@ -362,7 +373,7 @@ class BackgroundRuns:
         """The run's result once it ends. Raises `RunFailed` if it raised or was cancelled,
         `TimeoutError` (the run goes on) if it is still running after `timeout` seconds.
         A forgotten run's result is read from the store: `RunFailed` if it has none."""
-        if (kept := self._kept(run_id)) is None:
+        if (record := self._kept(run_id)) is None:
             stored = await self._stored(run_id)
             if stored.result is None:
                 raise RunFailed(
@@ -370,40 +381,36 @@ class BackgroundRuns:
                     "before finishing; resume() carries it on"
                 )
             return stored.result
-        record, job = kept
-        if not job.done():
+        if (job := self._running(run_id)) is not None:
             await asyncio.wait({job}, timeout=timeout)  # unlike wait_for, never cancels it
             if not job.done():
                 raise TimeoutError(f"run {run_id} is still running ({record.position()})")
-        # The record, not a new look-up: with keep_finished the run may be forgotten by now.
-        self._settle(record, job)
+            # The record, not a new look-up: with keep_finished the run may be forgotten by now.
+            self._settle(record, job)
         if record.state == "cancelled":
             raise RunFailed(f"run {run_id} was cancelled ({record.position()})")
         if record.state == "error":
-            raise RunFailed(f"run {run_id} failed: {record.error}") from job.exception()
+            raise RunFailed(f"run {run_id} failed: {record.error}") from record._raised
         assert record.result is not None
         return record.result
 
     def cancel(self, run_id: str) -> bool:
         """Ask a running run to stop; False if it had already ended. `UnknownRun` for a
         run that is not kept (a forgotten run has ended)."""
-        _, job = self._entry(run_id)
-        return not job.done() and job.cancel()
+        self._entry(run_id)
+        return self._service.cancel(run_id)
 
     def forget(self, run_id: str) -> None:
         """Drop an ended run's record and task; a graph's checkpointer still has the run.
         Refuses (`ValueError`) a run still going: `cancel` it first, or wait for it."""
-        _, job = self._entry(run_id)
-        if not job.done():
+        self._entry(run_id)
+        if self._running(run_id) is not None:
             raise ValueError(f"run {run_id} is still running; cancel it before forgetting it")
         self._drop(run_id)
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to stop."""
-        running = [job for job in self._tasks.values() if not job.done()]
-        for job in running:
-            job.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await self._service.aclose()
 
     def tools(self) -> list[BaseTool]:
         """`plan_and_execute`, `run_progress`, `run_result` and `cancel_run`, for a chat agent."""
@@ -420,17 +427,15 @@ class BackgroundRuns:
             return _progress_text(await self.aprogress(run_id))
 
         async def run_result(run_id: str) -> str:
-            kept = self._kept(run_id)
-            if kept is not None and self.result_wait_s and not kept[1].done():
-                await asyncio.wait({kept[1]}, timeout=self.result_wait_s)
+            if self.result_wait_s and (job := self._running(run_id)) is not None:
+                await asyncio.wait({job}, timeout=self.result_wait_s)
             return _result_text(await self.aprogress(run_id))
 
         async def cancel_run(run_id: str) -> str:
-            kept = self._kept(run_id)
-            if kept is None or not self.cancel(run_id):
-                record = kept[0] if kept else await self.aprogress(run_id)
-                return f"Run {run_id} had already ended ({record.state})."
-            record, job = kept
+            record, job = self._kept(run_id), self._running(run_id)
+            if record is None or job is None or not self.cancel(run_id):
+                shown = record or await self.aprogress(run_id)
+                return f"Run {run_id} had already ended ({shown.state})."
             await asyncio.wait({job}, timeout=STOP_WAIT_S)
             self._settle(record, job)
             return f"Run {run_id} is cancelled ({record.position()})."

@@ -596,15 +596,14 @@ def _with_service(db: str | None, action: Callable[[RunService], Awaitable[_T]])
 
 def _draw_graph(format: GraphFormat) -> str | bytes:
     """The graph's shape in `format`; the ASCII drawing lists self-loops below it."""
-    from agentic_loop.faces.drawing import graph_picture, render
+    from agentic_loop.faces.drawing import graph_ascii, graph_picture, render
     from agentic_loop.runs.service import graph_shape
 
     compiled = graph_shape()
-    drawing = compiled.get_graph()
     if format is GraphFormat.mermaid:
-        return drawing.draw_mermaid()
+        return compiled.get_graph().draw_mermaid()
     if format is GraphFormat.ascii:
-        return drawing.draw_ascii()
+        return graph_ascii(compiled)
     picture = graph_picture(compiled)
     return picture.source if format is GraphFormat.dot else render(picture, _image(format))
 

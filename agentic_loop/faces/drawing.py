@@ -68,6 +68,18 @@ class DrawingError(Exception):
     """A picture cannot be rendered; the message says what to do."""
 
 
+def graph_ascii(graph: Runnable) -> str:
+    """The graph as terminal text, its self-loops (a step node starting the next step
+    itself) listed below the drawing: LangChain's ASCII layout cannot draw them."""
+    drawing = graph.get_graph()
+    loops = [edge for edge in drawing.edges if edge.source == edge.target]
+    drawing.edges = [edge for edge in drawing.edges if edge.source != edge.target]
+    text = drawing.draw_ascii()
+    if loops:
+        text += "\nand back to itself: " + ", ".join(edge.source for edge in loops)
+    return text
+
+
 def graph_picture(graph: Runnable) -> graphviz.Digraph:
     """Every node and edge of a compiled graph, top to bottom; conditional edges dashed.
 

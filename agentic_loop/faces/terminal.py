@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from agentic_loop.core.answers import typed_step
 from agentic_loop.core.events import one_line
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 def ask_review(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
     """Asks in the terminal whether to approve, edit or reject a plan."""
-    from agentic_loop.core.nodes.review import typed_step
 
     def ask(request: dict[str, Any]) -> Any:
         display.stop()

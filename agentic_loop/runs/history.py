@@ -4,10 +4,11 @@ from planning."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Overwrite
+from langgraph.types import Overwrite, StateSnapshot
 
 from agentic_loop.core.conversation import of_step, removals
 
@@ -66,8 +67,19 @@ async def fork_from_step(graph: CompiledStateGraph, thread_id: str, step: int) -
     history = await run_history(graph, thread_id)
     if not history:
         raise ValueError(f"no run with thread id {thread_id!r}")
-    latest = await graph.aget_state(history[0].config)
-    plan = latest.values.get("plan")
+    latest = (await graph.aget_state(history[0].config)).values
+    _check_reached(latest, thread_id, step)
+    base = await _last_before(graph, history, thread_id, step)
+    await graph.aupdate_state(
+        base.config, _branch_update(latest, base.values, step), as_node="review"
+    )
+    return (await run_history(graph, thread_id))[0]
+
+
+def _check_reached(values: dict[str, Any], thread_id: str, step: int) -> None:
+    """A ValueError, saying why, unless the run's plan has step `step` and the run has
+    reached it: the step ended or is in progress, or the steps it depends on ended."""
+    plan = values.get("plan")
     if plan is None or not plan.steps or plan.error:
         raise ValueError(
             f"run {thread_id!r} has no plan to run again; "
@@ -75,40 +87,48 @@ async def fork_from_step(graph: CompiledStateGraph, thread_id: str, step: int) -
         )
     if not 1 <= step <= len(plan.steps):
         raise ValueError(f"the step must be between 1 and {len(plan.steps)}, got {step}")
-    ended = latest.values.get("steps", [])
-    recorded = {s.step_num for s in ended}
-    reached = step in recorded or str(step) in latest.values.get("running", {})
+    recorded = {s.step_num for s in values.get("steps", [])}
+    reached = step in recorded or str(step) in values.get("running", {})
     if not (reached or set(plan.dependencies()[step - 1]) <= recorded):
         raise ValueError(f"run {thread_id!r} has not reached step {step}; resume it instead")
+
+
+async def _last_before(
+    graph: CompiledStateGraph, history: list[Checkpoint], thread_id: str, step: int
+) -> StateSnapshot:
+    """The newest checkpoint on the current branch that leads to `schedule` before any
+    step from `step` onwards started."""
     for checkpoint in history:
-        if not (checkpoint.on_current_branch and checkpoint.next == ("schedule",)):
-            continue
-        base = await graph.aget_state(checkpoint.config)
-        started = {s.step_num for s in base.values.get("steps", [])}
-        started |= {int(key) for key in base.values.get("running", {})}
-        if all(n < step for n in started):
-            break
-    else:
-        raise ValueError(f"run {thread_id!r} has no checkpoint before step {step} began")
-    kept = [s for s in ended if s.step_num < step]
-    done = {s.step_num for s in kept}
-    running = {
-        key: run for key, run in base.values.get("running", {}).items() if int(key) not in done
+        if checkpoint.on_current_branch and checkpoint.next == ("schedule",):
+            base = await graph.aget_state(checkpoint.config)
+            if all(n < step for n in _started(base.values)):
+                return base
+    raise ValueError(f"run {thread_id!r} has no checkpoint before step {step} began")
+
+
+def _started(values: dict[str, Any]) -> set[int]:
+    """The steps that ended or are in progress."""
+    return {s.step_num for s in values.get("steps", [])} | {
+        int(key) for key in values.get("running", {})
     }
-    messages = base.values.get("messages", [])
+
+
+def _branch_update(latest: dict[str, Any], base: dict[str, Any], step: int) -> dict[str, Any]:
+    """What the branch writes over `base`: the steps before `step` as the run last
+    recorded them, the steps `base` has in progress that are not among them (with their
+    conversations, every other message removed), and no answer or spent budget."""
+    kept = [s for s in latest.get("steps", []) if s.step_num < step]
+    done = {s.step_num for s in kept}
+    running = {key: run for key, run in base.get("running", {}).items() if int(key) not in done}
+    messages = base.get("messages", [])
     stale = [m for m in messages if not any(m in of_step(messages, int(key)) for key in running)]
-    await graph.aupdate_state(
-        base.config,
-        {
-            "steps": Overwrite(kept),
-            "running": Overwrite(running),
-            "messages": removals(stale),
-            "answer": None,
-            "budget_spent": None,
-        },
-        as_node="review",
-    )
-    return (await run_history(graph, thread_id))[0]
+    return {
+        "steps": Overwrite(kept),
+        "running": Overwrite(running),
+        "messages": removals(stale),
+        "answer": None,
+        "budget_spent": None,
+    }
 
 
 async def planning_point(graph: CompiledStateGraph, thread_id: str) -> Checkpoint:

@@ -12,7 +12,7 @@ from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from agentic_loop.core import conversation
+from agentic_loop.core import conversation, older_runs
 from agentic_loop.core.dependencies import ready_steps
 from agentic_loop.core.options import LoopOptions
 from agentic_loop.core.state import (
@@ -143,8 +143,7 @@ async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | No
         result = None  # unfinished, or the result of an earlier task on this thread
     metadata = cast(dict[str, Any], found.metadata)
     options = LoopOptions.from_metadata(metadata)
-    # Runs stored before the choice was part of the run recorded it in the CLI's metadata.
-    review_plan = bool(plan and plan.review_requested) or options.review_plan
+    review_plan = older_runs.review_requested(plan, options)
     waiting: Literal["review", "approval"] | None = None
     if result is None and review_plan and plan and plan.review is None and not plan.error:
         waiting = "review"
@@ -214,7 +213,7 @@ def _waits_for_approval(values: dict[str, Any], approve_tools: bool | tuple[str,
     answered. Messages of a run stored before parallel steps belong to no step."""
     messages = values.get("messages", [])
     steps = [conversation.of_step(messages, int(key)) for key in values.get("running", {})]
-    for turns in [*steps, conversation.untagged(messages)]:
+    for turns in [*steps, older_runs.untagged(messages)]:
         calls = conversation.pending_tool_calls(turns)
         answered = conversation.reviewed_calls(turns[-1]) if turns else set()
         needs = [

@@ -22,6 +22,7 @@ from agentic_loop.core.events import (
     is_progress_event,
 )
 from agentic_loop.core.graph import create_agentic_loop
+from agentic_loop.core.older_runs import question_kind
 from agentic_loop.core.options import LoopOptions
 from agentic_loop.core.state import AgenticResult
 from agentic_loop.models import load_model, model_spec_from_env, spec_of
@@ -43,7 +44,7 @@ class AwaitingAnswer(RuntimeError):
 
     def __init__(self, request: dict[str, Any]) -> None:
         self.request = request
-        what = "a tool call" if request.get("kind") == "tool_approval" else "its plan"
+        what = "a tool call" if question_kind(request) == "tool_approval" else "its plan"
         super().__init__(
             f"the run waits for {what} to be reviewed; resume it with Command(resume=...) "
             "or pass a handler that answers"
@@ -219,8 +220,7 @@ async def stream_run(
         answers: dict[str, Any] = {}
         for waiting in pending:
             request = waiting.value
-            # Plan reviews stored before tool approvals existed have no "kind".
-            handler = approve if request.get("kind") == "tool_approval" else review
+            handler = approve if question_kind(request) == "tool_approval" else review
             if handler is None:
                 raise AwaitingAnswer(request)
             answer = handler(request)

@@ -28,10 +28,10 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Durability
 
+from agentic_loop.core.answers import QuestionKind, read_approval, read_review
 from agentic_loop.core.events import Broadcaster, OnProgress, ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
-from agentic_loop.core.nodes.approve_tools import read_approval
-from agentic_loop.core.nodes.review import read_review
+from agentic_loop.core.older_runs import question_kind
 from agentic_loop.core.options import DEFAULT_MAX_STEPS, MOST_STEPS, LoopOptions, ToolSetupError
 from agentic_loop.core.state import AgenticResult
 from agentic_loop.models import check_ollama, load_model, model_spec_from_env, resolve_spec
@@ -166,7 +166,7 @@ class Question:
 
     id: str
     """The interrupt id: answers are given by it."""
-    kind: Literal["plan_review", "tool_approval"]
+    kind: QuestionKind
     request: dict[str, Any]
     """The interrupt's payload: the plan's `steps` and `max_steps`, or the call's `tool`,
     `args` and `step`; `problem` when the last answer could not be read."""
@@ -298,9 +298,7 @@ class RunService:
         return [
             Question(
                 id=waiting.id,
-                kind="tool_approval"
-                if waiting.value.get("kind") == "tool_approval"
-                else "plan_review",
+                kind=question_kind(waiting.value),
                 request=waiting.value,
             )
             for task in snapshot.tasks

@@ -25,6 +25,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from agentic_loop.core import older_runs
 from agentic_loop.core.state import STORED_TYPES
 
 if TYPE_CHECKING:
@@ -52,14 +53,9 @@ _BUSY_TIMEOUT_S = 30.0
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
 
-ALLOWED_TYPES = [
-    (module, cls.__name__)
-    for cls in STORED_TYPES
-    for module in (cls.__module__, "agentic_loop.state")
-]
-"""The loop's types, as a checkpointer's allow-list names them (`with_allowlist`): under
-their module, and under `agentic_loop.state`, where runs stored before the package had
-layers name them."""
+ALLOWED_TYPES = older_runs.allow_list(STORED_TYPES)
+"""The loop's types, as a checkpointer's allow-list names them (`with_allowlist`), the
+names runs stored by earlier versions gave them included."""
 
 
 def run_serializer() -> JsonPlusSerializer:

@@ -8,8 +8,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agentic_loop.core import events, prompts
-from agentic_loop.core.conversation import legacy_handover, removals, tool_call_records
+from agentic_loop.core.conversation import removals, tool_call_records
 from agentic_loop.core.deadlines import DeadlinePassed, stopped_by_budget, timed
+from agentic_loop.core.older_runs import legacy_handover
 from agentic_loop.core.replies import Reply, ask, reply_text
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticStep, StepStatus, StepTask

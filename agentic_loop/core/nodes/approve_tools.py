@@ -9,43 +9,23 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentic_loop.core import events
+from agentic_loop.core.answers import read_approval
 from agentic_loop.core.conversation import (
     APPROVED_KEY,
     DURATION_KEY,
     REFUSED_KEY,
-    legacy_handover,
     pending_tool_calls,
     reviewed_calls,
     tagged,
 )
+from agentic_loop.core.older_runs import legacy_handover
 from agentic_loop.core.settings import Settings
-from agentic_loop.core.state import StepTask, ToolApproval
+from agentic_loop.core.state import StepTask
 
 QUESTION = (
     "Approve, edit or reject this tool call. Resume with Command(resume=...): 'approve', "
     "{'action': 'edit', 'args': {...}}, or {'action': 'reject', 'reason': '...'}."
 )
-
-
-def read_approval(answer: object) -> ToolApproval:
-    """The reviewer's answer in its full form; ValueError says what a valid answer is."""
-    if answer is True or answer == "approve":
-        return {"action": "approve"}
-    if answer is False or answer == "reject":
-        return {"action": "reject"}
-    if not isinstance(answer, dict) or answer.get("action") not in ("approve", "edit", "reject"):
-        raise ValueError(
-            f"unreadable approval {answer!r}: use 'approve', 'reject', or a dict with action "
-            "'approve', 'edit' (with 'args', the arguments to use) or 'reject'"
-        )
-    if answer["action"] == "edit":
-        args = answer.get("args")
-        if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
-            raise ValueError("an edit needs `args`, a dict of the tool's arguments by name")
-        return {"action": "edit", "args": args}
-    if answer["action"] == "reject":
-        return {"action": "reject", "reason": str(answer.get("reason") or "").strip()}
-    return {"action": "approve"}
 
 
 def refusal(call: dict[str, Any], reason: str) -> ToolMessage:

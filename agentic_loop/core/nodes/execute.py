@@ -14,8 +14,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.runtime import Runtime
 
 from agentic_loop.core import events, prompts
-from agentic_loop.core.conversation import legacy_handover, removals, tagged, tool_call_records
+from agentic_loop.core.conversation import removals, tagged, tool_call_records
 from agentic_loop.core.deadlines import DeadlinePassed, timed, timeout_text
+from agentic_loop.core.older_runs import legacy_handover
 from agentic_loop.core.replies import Reply, ask, reply_text
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticStep, RunningStep, StepTask

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentic_loop.core import events
+from agentic_loop.core.answers import read_review
 from agentic_loop.core.dependencies import checked_dependencies, split_dependency_note
 from agentic_loop.core.state import AgenticState, Plan, PlanReview
 
@@ -16,40 +16,6 @@ QUESTION = (
     "Approve, edit or reject this plan. Resume with Command(resume=...): 'approve', "
     "a list of steps to run instead, or {'action': 'reject', 'reason': '...'}."
 )
-
-
-_NUMBERING = re.compile(r"^\s*\d+[.)]\s*")
-
-
-def typed_step(line: str) -> str:
-    """A step of a plan a reviewer typed, one a line: its numbering ("2. ", "3) ") dropped."""
-    return _NUMBERING.sub("", line).strip()
-
-
-def read_review(answer: object, max_steps: int) -> PlanReview:
-    """The reviewer's answer in its full form; ValueError says what a valid answer is."""
-    if answer is True or answer == "approve":
-        return {"action": "approve"}
-    if answer is False or answer == "reject":
-        return {"action": "reject"}
-    if isinstance(answer, list):
-        answer = {"action": "edit", "steps": answer}
-    if not isinstance(answer, dict) or answer.get("action") not in ("approve", "edit", "reject"):
-        raise ValueError(
-            f"unreadable review answer {answer!r}: use 'approve', 'reject', a list of steps, "
-            "or a dict with action 'approve', 'edit' or 'reject'"
-        )
-    if answer["action"] == "edit":
-        steps = answer.get("steps")
-        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-            raise ValueError("an edit needs `steps`, a list of texts")
-        steps = [s.strip() for s in steps if s.strip()]
-        if not 1 <= len(steps) <= max_steps:
-            raise ValueError(f"an edited plan needs 1 to {max_steps} steps, got {len(steps)}")
-        return {"action": "edit", "steps": steps}
-    if answer["action"] == "reject":
-        return {"action": "reject", "reason": str(answer.get("reason") or "").strip()}
-    return {"action": "approve"}
 
 
 def reviewed_plan(plan: Plan, review: PlanReview) -> Plan:

@@ -14,7 +14,8 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agentic_loop.core import events
-from agentic_loop.core.conversation import removals, untagged
+from agentic_loop.core.conversation import removals
+from agentic_loop.core.older_runs import untagged
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticState, AgenticStep, Budget
 
@@ -96,33 +97,45 @@ def steps_to_skip(state: AgenticState, reason_for_all: str | None) -> list[tuple
 
 
 async def schedule(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
+    update, skipped = round_update(state, settings, time.time())
     plan = state["plan"]
-    now = time.time()
+    for step, reason in skipped:
+        runtime.stream_writer(
+            events.step_skipped(
+                plan.task_id, step.step_num, len(plan.steps), step.description, reason
+            )
+        )
+    return update
+
+
+def round_update(
+    state: AgenticState, settings: Settings, now: float
+) -> tuple[dict[str, Any], list[tuple[AgenticStep, str]]]:
+    """What `schedule` writes before the next round (empty when it has nothing to record,
+    so that a step that ran alone may start the next round itself), and the steps it
+    skips, with why."""
+    plan = state["plan"]
     update: dict[str, Any] = {}
     if leftover := untagged(state.get("messages", [])):  # from a run stored before
         update["messages"] = removals(leftover)
     if not state.get("work_started_at"):
         update["work_started_at"] = now
     if replan_wanted(state, settings):
-        return update  # the router goes to `replan` first: it may change the steps left
+        return update, []  # the router goes to `replan` first: it may change the steps left
     budget = spent_budget(state, settings, now)
     if budget and not state.get("budget_spent"):
         update["budget_spent"] = budget
-    skipped = []
+    skipped: list[tuple[AgenticStep, str]] = []
     for step_num, reason in steps_to_skip(state, budget and budget_text(budget, settings)):
         description = plan.steps[step_num - 1]
-        skipped.append(
-            AgenticStep(
-                step_num=step_num,
-                description=description,
-                result=f"Skipped: {reason}.",
-                status="skipped",
-                duration_ms=0,
-            )
+        step = AgenticStep(
+            step_num=step_num,
+            description=description,
+            result=f"Skipped: {reason}.",
+            status="skipped",
+            duration_ms=0,
         )
-        runtime.stream_writer(
-            events.step_skipped(plan.task_id, step_num, len(plan.steps), description, reason)
-        )
+        skipped.append((step, reason))
     if skipped:
-        update["steps"] = skipped
-    return update
+        update["steps"] = [step for step, _ in skipped]
+    return update, skipped

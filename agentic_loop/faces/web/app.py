@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agentic_loop.core.nodes.review import typed_step
+from agentic_loop.core.answers import typed_step
 from agentic_loop.core.options import MOST_STEPS, LoopOptions
 from agentic_loop.faces.drawing import DrawingError, format_duration, render, run_picture
 from agentic_loop.faces.web import security
@@ -291,6 +291,8 @@ async def resume(request: Request) -> Response:
     form = await _form(request)
     from_step = _whole(form, "from_step", 1, MOST_STEPS)
     runs = _runs(request)
+    if runs.running(thread_id):  # before reading it: it may not be stored yet
+        raise RunActive(f"run {thread_id!r} is running already; wait for it or cancel it")
     stored = await runs.service.run(thread_id)
     if from_step is not None and from_step > len(stored.plan):
         _bad(422, f"run {thread_id!r} has {len(stored.plan)} steps; pick one of them")

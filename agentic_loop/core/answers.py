@@ -1,0 +1,71 @@
+"""What a person may answer to a paused run, and reading an answer: a plan review
+(`read_review`), a tool approval (`read_approval`), and a plan step typed at a review
+(`typed_step`). The `review` and `approve_tools` nodes read answers with these, and so do
+the faces, to check one before the run resumes with it.
+
+It imports no LangChain or LangGraph, so a face may import it before they load."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agentic_loop.core.state import PlanReview, ToolApproval
+
+QuestionKind = Literal["plan_review", "tool_approval"]
+"""What a paused run asks: a review of its plan, or approval of a tool call."""
+
+_NUMBERING = re.compile(r"^\s*\d+[.)]\s*")
+
+
+def typed_step(line: str) -> str:
+    """A step of a plan a reviewer typed, one a line: its numbering ("2. ", "3) ") dropped."""
+    return _NUMBERING.sub("", line).strip()
+
+
+def read_review(answer: object, max_steps: int) -> PlanReview:
+    """The reviewer's answer in its full form; ValueError says what a valid answer is."""
+    if answer is True or answer == "approve":
+        return {"action": "approve"}
+    if answer is False or answer == "reject":
+        return {"action": "reject"}
+    if isinstance(answer, list):
+        answer = {"action": "edit", "steps": answer}
+    if not isinstance(answer, dict) or answer.get("action") not in ("approve", "edit", "reject"):
+        raise ValueError(
+            f"unreadable review answer {answer!r}: use 'approve', 'reject', a list of steps, "
+            "or a dict with action 'approve', 'edit' or 'reject'"
+        )
+    if answer["action"] == "edit":
+        steps = answer.get("steps")
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise ValueError("an edit needs `steps`, a list of texts")
+        steps = [s.strip() for s in steps if s.strip()]
+        if not 1 <= len(steps) <= max_steps:
+            raise ValueError(f"an edited plan needs 1 to {max_steps} steps, got {len(steps)}")
+        return {"action": "edit", "steps": steps}
+    if answer["action"] == "reject":
+        return {"action": "reject", "reason": str(answer.get("reason") or "").strip()}
+    return {"action": "approve"}
+
+
+def read_approval(answer: object) -> ToolApproval:
+    """The reviewer's answer in its full form; ValueError says what a valid answer is."""
+    if answer is True or answer == "approve":
+        return {"action": "approve"}
+    if answer is False or answer == "reject":
+        return {"action": "reject"}
+    if not isinstance(answer, dict) or answer.get("action") not in ("approve", "edit", "reject"):
+        raise ValueError(
+            f"unreadable approval {answer!r}: use 'approve', 'reject', or a dict with action "
+            "'approve', 'edit' (with 'args', the arguments to use) or 'reject'"
+        )
+    if answer["action"] == "edit":
+        args = answer.get("args")
+        if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
+            raise ValueError("an edit needs `args`, a dict of the tool's arguments by name")
+        return {"action": "edit", "args": args}
+    if answer["action"] == "reject":
+        return {"action": "reject", "reason": str(answer.get("reason") or "").strip()}
+    return {"action": "approve"}
