@@ -19,13 +19,13 @@ PASSED_ON = ("max_steps", "review_plan")
 
 
 def add_agentic_loop(
-    parent: StateGraph,
-    loop: CompiledStateGraph,
+    parent: StateGraph[Any, Any, Any, Any],
+    loop: CompiledStateGraph[Any, Any, Any, Any],
     *,
     name: str = "agentic_loop",
     task_key: str = "task",
     result_key: str = "result",
-) -> StateGraph:
+) -> StateGraph[Any, Any, Any, Any]:
     """Add `loop` (`create_agentic_loop(...)`, or `build_graph(...).compile()`) to `parent`
     as the node `name`: it plans and runs the task in the parent's `task_key` and writes its
     `AgenticResult` to the parent's `result_key`. Returns `parent`, for chaining.

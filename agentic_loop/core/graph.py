@@ -43,7 +43,7 @@ from agentic_loop.models import default_plan_format
 
 
 def build_graph(
-    model: Runnable,
+    model: Runnable[Any, Any],
     *,
     tools: Sequence[BaseTool | Callable[..., Any]] = (),
     options: LoopOptions | None = None,
@@ -133,9 +133,9 @@ def build_graph(
 
 
 def create_agentic_loop(
-    model: Runnable,
+    model: Runnable[Any, Any],
     *,
-    checkpointer: BaseCheckpointSaver | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
     store: BaseStore | None = None,
     name: str = "agentic_loop",
     **choices: Any,

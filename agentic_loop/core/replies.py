@@ -40,7 +40,9 @@ class Reply:
         return (usage["input_tokens"], usage["output_tokens"]) if usage else (0, 0)
 
 
-async def ask(model: Runnable, messages: Sequence[BaseMessage], *, max_chars: int) -> Reply:
+async def ask(
+    model: Runnable[Any, Any], messages: Sequence[BaseMessage], *, max_chars: int
+) -> Reply:
     """The model's reply to `messages`, its text cut to `max_chars` characters."""
     merged: AIMessageChunk | None = None
     whole: AIMessage | None = None

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # kept out of import time: the CLI reads the options' default
 class Settings:
     """The model, the options and the tools, with what follows from them."""
 
-    model: Runnable
+    model: Runnable[Any, Any]
     """Any LangChain chat model (or runnable taking messages and returning a message)."""
     options: LoopOptions = LoopOptions()
     tools: tuple[BaseTool, ...] = ()
@@ -35,7 +35,7 @@ class Settings:
     (`get_num_tokens_from_messages`)."""
     reply_tokens: int = field(init=False)
     """Room kept in the context window for the model's reply."""
-    step_model: Runnable = field(init=False)
+    step_model: Runnable[Any, Any] = field(init=False)
     """`model` with `tools` bound, for the calls of a step; `model` itself without tools."""
 
     def __post_init__(self) -> None:
@@ -55,7 +55,7 @@ class Settings:
         set_(self, "reply_tokens", getattr(self.model, "max_tokens", 0) or 0)
         set_(self, "step_model", self._bind_tools())
 
-    def _bind_tools(self) -> Runnable:
+    def _bind_tools(self) -> Runnable[Any, Any]:
         if not self.tools:
             return self.model
         names = [tool.name for tool in self.tools]
@@ -72,7 +72,7 @@ class Settings:
         try:
             if bind is None:
                 raise NotImplementedError
-            return cast("Runnable", bind(list(self.tools)))
+            return cast("Runnable[Any, Any]", bind(list(self.tools)))
         except NotImplementedError as exc:
             reason = str(exc) or f"the model {type(self.model).__name__} cannot call tools"
             raise ValueError(

@@ -194,7 +194,7 @@ class BackgroundRuns:
 
     def __init__(
         self,
-        graph: CompiledStateGraph,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
         *,
         broadcaster: Broadcaster | None = None,
         result_wait_s: float = 0.0,
@@ -331,7 +331,7 @@ class BackgroundRuns:
             raise self._unknown(run_id, hint=hint if self._saver() else "")
         return kept
 
-    def _saver(self) -> BaseCheckpointSaver | None:
+    def _saver(self) -> BaseCheckpointSaver[Any] | None:
         return self._service.saver
 
     async def _load(self, run_id: str) -> StoredRun | None:

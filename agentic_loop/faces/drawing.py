@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import graphviz
 
@@ -68,7 +68,7 @@ class DrawingError(Exception):
     """A picture cannot be rendered; the message says what to do."""
 
 
-def graph_ascii(graph: Runnable) -> str:
+def graph_ascii(graph: Runnable[Any, Any]) -> str:
     """The graph as terminal text, its self-loops (a step node starting the next step
     itself) listed below the drawing: LangChain's ASCII layout cannot draw them."""
     drawing = graph.get_graph()
@@ -80,7 +80,7 @@ def graph_ascii(graph: Runnable) -> str:
     return text
 
 
-def graph_picture(graph: Runnable) -> graphviz.Digraph:
+def graph_picture(graph: Runnable[Any, Any]) -> graphviz.Digraph:
     """Every node and edge of a compiled graph, top to bottom; conditional edges dashed.
 
     Unlike the ASCII drawing it shows edges from a node to itself (`execute` loops).
@@ -196,7 +196,7 @@ def render(picture: graphviz.Digraph, fmt: Literal["png", "svg"]) -> bytes:
         picture = picture.copy()
         picture.graph_attr["dpi"] = "144"
     try:
-        return picture.pipe(format=fmt)
+        return cast(bytes, picture.pipe(format=fmt))
     except graphviz.ExecutableNotFound:
         raise DrawingError(
             "Graphviz's `dot` program was not found; install Graphviz "

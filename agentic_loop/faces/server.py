@@ -75,7 +75,7 @@ class ServedLoop(CompiledStateGraph[AgenticState, LoopOptions, AgenticInput, Age
         return super().copy(update)
 
 
-async def make_graph(config: RunnableConfig, runtime: ServerRuntime) -> ServedLoop:
+async def make_graph(config: RunnableConfig, runtime: ServerRuntime[Any]) -> ServedLoop:
     """The graph for one use by the server: with the run's model and options when it
     starts a run, and without a model when it reads or updates a thread or shows the
     graph (the shape is the same). One graph is compiled for each choice and kept (the
@@ -105,7 +105,7 @@ def _served(spec: str | None, options: LoopOptions) -> ServedLoop:
     model, for reading state. Kept per choice: a model is a client, whose making (two
     HTTP clients for Ollama) and the graph's compiling would otherwise slow every run."""
     if spec is None:
-        model: Runnable = RunnableLambda(_no_model, name="no model (reading state)")
+        model: Runnable[Any, Any] = RunnableLambda(_no_model, name="no model (reading state)")
     else:
         model = load_model(spec, timeout_s=options.timeout, reply_tokens=options.max_reply_tokens)
     builder = build_graph(model, options=options)

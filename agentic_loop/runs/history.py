@@ -31,7 +31,9 @@ class Checkpoint:
     """Pass as the config with input `None` to run the graph again from here."""
 
 
-async def run_history(graph: CompiledStateGraph, thread_id: str) -> list[Checkpoint]:
+async def run_history(
+    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str
+) -> list[Checkpoint]:
     """Every checkpoint of the thread, newest first, across all its branches.
 
     `graph` must have the stored run's shape (with its `review` node if it had one).
@@ -59,7 +61,9 @@ async def run_history(graph: CompiledStateGraph, thread_id: str) -> list[Checkpo
     ]
 
 
-async def fork_from_step(graph: CompiledStateGraph, thread_id: str, step: int) -> Checkpoint:
+async def fork_from_step(
+    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str, step: int
+) -> Checkpoint:
     """A new branch of the run from which steps `step` onwards run again: it grows from
     the last checkpoint before any of them started, holds every step before `step` as
     the run last recorded it, and leads to `schedule`. Run the graph from its `config`;
@@ -94,7 +98,10 @@ def _check_reached(values: dict[str, Any], thread_id: str, step: int) -> None:
 
 
 async def _last_before(
-    graph: CompiledStateGraph, history: list[Checkpoint], thread_id: str, step: int
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    history: list[Checkpoint],
+    thread_id: str,
+    step: int,
 ) -> StateSnapshot:
     """The newest checkpoint on the current branch that leads to `schedule` before any
     step from `step` onwards started."""
@@ -131,7 +138,9 @@ def _branch_update(latest: dict[str, Any], base: dict[str, Any], step: int) -> d
     }
 
 
-async def planning_point(graph: CompiledStateGraph, thread_id: str) -> Checkpoint:
+async def planning_point(
+    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str
+) -> Checkpoint:
     """The checkpoint on the run's current branch from which it plans: running the graph
     from it plans the task again, as a new branch."""
     for checkpoint in await run_history(graph, thread_id):

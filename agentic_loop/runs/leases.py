@@ -95,7 +95,7 @@ class LeaseLost(StoreError):
 
 @asynccontextmanager
 async def hold_run(
-    saver: BaseCheckpointSaver, thread_id: str, *, lease_seconds: float = LEASE_SECONDS
+    saver: BaseCheckpointSaver[Any], thread_id: str, *, lease_seconds: float = LEASE_SECONDS
 ) -> AsyncIterator[Holder]:
     """Hold the lease on `thread_id` in `saver`'s store (one from `storage.open_store`) for
     the length of the `async with`, or raise `RunBusy` at once. Enter it in the task that
@@ -140,7 +140,7 @@ async def hold_run(
         raise LeaseLost(_lost_message(me, lost[0]))
 
 
-async def current_holder(saver: BaseCheckpointSaver, thread_id: str) -> Holder | None:
+async def current_holder(saver: BaseCheckpointSaver[Any], thread_id: str) -> Holder | None:
     """Who runs `thread_id` now, if anyone (an expired lease, or one whose holder is seen
     dead on this machine, holds nobody). Only reads: it works on a store opened read-only,
     with or without a lease table."""
@@ -302,7 +302,7 @@ class _Leases:
         raise NotImplementedError
 
 
-def _leases_of(saver: BaseCheckpointSaver) -> _Leases:
+def _leases_of(saver: BaseCheckpointSaver[Any]) -> _Leases:
     if isinstance(saver, AsyncSqliteSaver):
         return _SqliteLeases(saver)
     if is_postgres(saver):

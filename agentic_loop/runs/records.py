@@ -118,7 +118,7 @@ class StoredRun:
         return dataclasses.replace(self, here=here, holder=None if here else holder)
 
 
-async def load_run(saver: BaseCheckpointSaver, thread_id: str) -> StoredRun | None:
+async def load_run(saver: BaseCheckpointSaver[Any], thread_id: str) -> StoredRun | None:
     """The run stored under `thread_id` in a checkpointer (a store from `open_store`, an
     `InMemorySaver`, ...), or None if there is none. Raises `UnreadableRun` if its latest
     checkpoint cannot be read."""
@@ -227,7 +227,7 @@ def _waits_for_approval(values: dict[str, Any], approve_tools: bool | tuple[str,
     return False
 
 
-async def list_runs(saver: BaseCheckpointSaver) -> list[StoredRun]:
+async def list_runs(saver: BaseCheckpointSaver[Any]) -> list[StoredRun]:
     """Every stored run, most recently updated first: in a store from `open_store`, or any
     other checkpointer (an `InMemorySaver`, ...)."""
     runs = []
@@ -247,7 +247,7 @@ _LATEST_THREADS_SQL = (
 )
 
 
-async def _thread_ids(saver: BaseCheckpointSaver) -> list[str]:
+async def _thread_ids(saver: BaseCheckpointSaver[Any]) -> list[str]:
     """The stored threads, the one with the newest checkpoint first (checkpoint ids grow
     with time)."""
     if isinstance(saver, AsyncSqliteSaver):

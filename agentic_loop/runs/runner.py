@@ -54,11 +54,11 @@ class AwaitingAnswer(RuntimeError):
 async def run_agentic_loop(
     task: str,
     *,
-    model: Runnable | None = None,
+    model: Runnable[Any, Any] | None = None,
     session_id: str = "agentic",
     max_steps: int = 0,
     on_progress: OnProgress | None = None,
-    checkpointer: BaseCheckpointSaver | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
     thread_id: str | None = None,
     broadcaster: Broadcaster | None = None,
     review: ReviewHandler | None = None,
@@ -162,7 +162,9 @@ def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig
     return {**config, "configurable": {**config.get("configurable", {}), "thread_id": thread_id}}
 
 
-async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[str, Any] | None:
+async def stored_run(
+    graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig
+) -> dict[str, Any] | None:
     """The stored state of a thread: None if it has no run, with "result" once finished."""
     snapshot = await graph.aget_state(config)
     if not snapshot.values:
@@ -174,8 +176,8 @@ async def stored_run(graph: CompiledStateGraph, config: RunnableConfig) -> dict[
 
 
 async def stream_run(
-    graph: CompiledStateGraph,
-    graph_input: dict[str, Any] | Command | None,
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    graph_input: dict[str, Any] | Command[Any] | None,
     config: RunnableConfig,
     relay: ProgressRelay,
     durability: Durability = "sync",

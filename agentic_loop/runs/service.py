@@ -108,7 +108,7 @@ class BadSetup(ServiceError):
     """The model, the tools or a setting of the run cannot be used."""
 
 
-ModelFactory = Callable[[str, LoopOptions], Runnable]
+ModelFactory = Callable[[str, LoopOptions], Runnable[Any, Any]]
 """Builds the chat model for a model spec and the run's options. The default factory gets
 the spec resolved (`auto` made `local` or `ollama:NAME`); a factory of the caller's own
 gets it as the run names it, and nothing probes a model server for it."""
@@ -183,19 +183,23 @@ class Outcome:
     """The run had ended before; nothing ran."""
 
 
-def default_model_factory(spec: str, options: LoopOptions) -> Runnable:
+def default_model_factory(spec: str, options: LoopOptions) -> Runnable[Any, Any]:
     """Models from their specs, as `agentic_loop.models.load_model` builds them."""
     return load_model(spec, timeout_s=options.timeout, reply_tokens=options.max_reply_tokens)
 
 
-def graph_shape(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+def graph_shape(
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The graph over a stand-in model, for graphs that are drawn or read but never run.
     Its step limit is set, so that $AGENTIC_LOOP_MAX_STEPS plays no part."""
     stand_in = RunnableLambda(lambda messages: messages)
     return create_agentic_loop(stand_in, checkpointer=checkpointer, max_steps=DEFAULT_MAX_STEPS)
 
 
-_RUNNING: weakref.WeakKeyDictionary[BaseCheckpointSaver, set[str]] = weakref.WeakKeyDictionary()
+_RUNNING: weakref.WeakKeyDictionary[BaseCheckpointSaver[Any], set[str]] = (
+    weakref.WeakKeyDictionary()
+)
 """The threads each checkpointer's runs run in this process, whichever service runs them:
 what a lease cannot see in a checkpointer without one (an `InMemorySaver`)."""
 _NO_SAVER: set[str] = set()
@@ -206,11 +210,11 @@ class RunService:
 
     def __init__(
         self,
-        saver: BaseCheckpointSaver | None,
+        saver: BaseCheckpointSaver[Any] | None,
         *,
         where: str,
         model_factory: ModelFactory | None = None,
-        graph: CompiledStateGraph | None = None,
+        graph: CompiledStateGraph[Any, Any, Any, Any] | None = None,
         options: LoopOptions | None = None,
         busy_wait_s: float = 0.0,
         durability: Durability = "sync",
@@ -234,7 +238,9 @@ class RunService:
         self._model_factory = model_factory or default_model_factory
         self._busy_wait_s = busy_wait_s
         self._durability = durability
-        self._graphs: dict[LoopOptions, tuple[CompiledStateGraph, list[str]]] = {}
+        self._graphs: dict[
+            LoopOptions, tuple[CompiledStateGraph[Any, Any, Any, Any], list[str]]
+        ] = {}
         self._background: dict[str, asyncio.Task[Outcome]] = {}
 
     @classmethod
@@ -306,7 +312,7 @@ class RunService:
         ]
 
     @functools.cached_property
-    def _shape(self) -> CompiledStateGraph:
+    def _shape(self) -> CompiledStateGraph[Any, Any, Any, Any]:
         """The graph over the store, for reading runs and branching them (built once)."""
         return graph_shape(self.saver)
 
@@ -528,7 +534,7 @@ class RunService:
     async def _go(
         self,
         thread_id: str,
-        graph_input: dict[str, Any] | Command | None,
+        graph_input: dict[str, Any] | Command[Any] | None,
         options: LoopOptions,
         hooks: Hooks,
         *,
@@ -583,7 +589,7 @@ class RunService:
 
     async def _graph_for(
         self, options: LoopOptions
-    ) -> tuple[CompiledStateGraph, LoopOptions, list[str]]:
+    ) -> tuple[CompiledStateGraph[Any, Any, Any, Any], LoopOptions, list[str]]:
         """The compiled loop for a run with `options`, the options as it runs them (its
         model spec resolved), and its tools' names. One loop is compiled for each model,
         tools and options (a run's `max_steps` and `review_plan` go in its input)."""
@@ -610,7 +616,7 @@ class RunService:
         return graph, options, tools
 
 
-def _has_leases(saver: BaseCheckpointSaver | None) -> TypeGuard[BaseCheckpointSaver]:
+def _has_leases(saver: BaseCheckpointSaver[Any] | None) -> TypeGuard[BaseCheckpointSaver[Any]]:
     """Whether runs in `saver` are held by leases: those of a store from `open_store`.
     Another checkpointer (a user's own, for background runs) is this process's alone."""
     return isinstance(saver, AsyncSqliteSaver) or (saver is not None and is_postgres(saver))

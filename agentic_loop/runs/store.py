@@ -520,7 +520,7 @@ async def postgres_connection(
             yield saver.conn
 
 
-def is_postgres(saver: BaseCheckpointSaver) -> bool:
+def is_postgres(saver: BaseCheckpointSaver[Any]) -> bool:
     """Whether `saver` is a PostgreSQL store's (without importing psycopg for one that is
     not)."""
     if isinstance(saver, AsyncSqliteSaver) or not type(saver).__module__.startswith(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt import ToolNode
@@ -28,8 +29,8 @@ def call_tool_node(settings: Settings) -> ToolNode:
 
     async def report(
         request: ToolCallRequest,
-        execute: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]],
-    ) -> ToolMessage | Command:
+        execute: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
         task: StepTask = request.state
         task_id, step = task["plan"].task_id, task["step_num"]
         call = request.tool_call
@@ -37,7 +38,7 @@ def call_tool_node(settings: Settings) -> ToolNode:
         write(events.tool_called(task_id, step, call["name"], call["args"]))
         started = time.perf_counter()
         try:
-            outcome = await timed(execute(request), task)
+            outcome: ToolMessage | Command[Any] = await timed(execute(request), task)
         except DeadlinePassed:  # the step is out of time: it goes to `adapt`
             error = timeout_text(task, settings)
             outcome = ToolMessage(

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import jinja2
 from starlette.applications import Starlette
@@ -31,11 +31,11 @@ from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agentic_loop.core.answers import typed_step
-from agentic_loop.core.options import MOST_STEPS, LoopOptions
+from agentic_loop.core.options import MODEL_ENV, MOST_STEPS, LoopOptions
 from agentic_loop.faces.drawing import DrawingError, format_duration, render, run_picture
 from agentic_loop.faces.web import security
 from agentic_loop.faces.web.live import LiveRuns
-from agentic_loop.models import DEFAULT_MODEL, MODEL_ENV
+from agentic_loop.models import DEFAULT_MODEL
 from agentic_loop.runs.leases import RunBusy
 from agentic_loop.runs.service import (
     BadAnswer,
@@ -379,7 +379,7 @@ def _bad(status: int, message: str) -> NoReturn:
 
 
 def _runs(connection: HTTPConnection) -> LiveRuns:
-    return connection.app.state.runs
+    return cast(LiveRuns, connection.app.state.runs)
 
 
 async def _rows(request: Request) -> list[dict[str, Any]]:
