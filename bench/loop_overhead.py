@@ -53,8 +53,9 @@ from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from agentic_loop.core import prompts  # noqa: E402
 from agentic_loop.core.events import ProgressRelay  # noqa: E402
 from agentic_loop.core.graph import create_agentic_loop  # noqa: E402
-from agentic_loop.runs.runner import run_agentic_loop, stream_run  # noqa: E402
+from agentic_loop.runs.runner import run_agentic_loop  # noqa: E402
 from agentic_loop.runs.store import open_store  # noqa: E402
+from agentic_loop.runs.streaming import stream_run  # noqa: E402
 
 TASK = "Write a short report on benchmark overhead"
 STEPS = 5

@@ -37,8 +37,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agentic_loop.core import prompts
 from agentic_loop.core.events import ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
-from agentic_loop.runs.runner import stream_run
 from agentic_loop.runs.store import open_store
+from agentic_loop.runs.streaming import stream_run
 
 TASK = "Echo a few words"
 WARM_UP = 3  # first repeats, not counted

@@ -17,8 +17,9 @@ from langgraph.checkpoint.serde import _msgpack
 from agentic_loop.core.events import ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
 from agentic_loop.core.state import AgenticResult, AgenticStep, Plan
-from agentic_loop.runs.runner import run_agentic_loop, stream_run
+from agentic_loop.runs.runner import run_agentic_loop
 from agentic_loop.runs.store import StoreError, list_runs, load_run, open_store
+from agentic_loop.runs.streaming import stream_run
 
 
 def test_tests_run_with_strict_msgpack() -> None:

@@ -14,7 +14,8 @@ from agentic_loop.core import events
 from agentic_loop.core.answers import read_review
 from agentic_loop.core.events import ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
-from agentic_loop.runs.runner import run_agentic_loop, stream_run
+from agentic_loop.runs.runner import run_agentic_loop
+from agentic_loop.runs.streaming import stream_run
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 

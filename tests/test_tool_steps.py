@@ -25,8 +25,9 @@ from agentic_loop.core.graph import create_agentic_loop
 from agentic_loop.core.routes import route_after_schedule
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import Plan, RunningStep
-from agentic_loop.runs.runner import AwaitingAnswer, run_agentic_loop, stream_run
+from agentic_loop.runs.runner import run_agentic_loop
 from agentic_loop.runs.store import load_run, open_store
+from agentic_loop.runs.streaming import AwaitingAnswer, stream_run
 
 CONFIG = {"configurable": {"thread_id": "t"}}
 

@@ -22,8 +22,8 @@ from starlette.websockets import WebSocketDisconnect
 from agentic_loop import LoopOptions
 from agentic_loop.core import events
 from agentic_loop.faces.web import create_app
-from agentic_loop.faces.web.view import LiveRun, run_view
 from agentic_loop.faces.web.security import is_loopback
+from agentic_loop.faces.web.view import LiveRun, run_view
 from agentic_loop.runs.leases import hold_run
 from agentic_loop.runs.service import Hooks, RunRequest, RunService
 from agentic_loop.runs.store import open_store

@@ -1,54 +1,31 @@
-"""`run_agentic_loop`: one call that runs (or resumes) a task and returns its result."""
+"""`run_agentic_loop`: one call that runs (or resumes) a task and returns its result,
+through the same service as the CLI and the web app."""
 
 from __future__ import annotations
 
-import inspect
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, Durability, Interrupt
+from langgraph.types import Durability
 
-from agentic_loop.core.events import (
-    Broadcaster,
-    OnProgress,
-    ProgressEvent,
-    ProgressRelay,
-    is_progress_event,
-)
+from agentic_loop.core.events import Broadcaster, OnProgress
 from agentic_loop.core.graph import create_agentic_loop
-from agentic_loop.core.older_runs import question_kind
 from agentic_loop.core.options import LoopOptions
 from agentic_loop.core.state import AgenticResult
 from agentic_loop.models import load_model, model_spec_from_env, spec_of
 from agentic_loop.runs import store as storage
+from agentic_loop.runs.service import Hooks, RunRequest, RunService
+from agentic_loop.runs.streaming import (
+    ApprovalHandler,
+    AwaitingAnswer,
+    ReviewHandler,
+    new_thread_id,
+)
 
-ReviewHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
-"""`review(request)`, sync or async, gets the plan a run paused on (`task`, `steps`,
-`max_steps`, and `problem` when its last answer was unreadable) and returns the answer:
-`"approve"`, a list of steps to run instead, or a `PlanReview` dict."""
-
-ApprovalHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
-"""`approve(request)`, sync or async, gets a tool call waiting for approval (`tool`,
-`args`, `step`, `description`, and `problem` when its last answer was unreadable) and
-returns the answer: `"approve"`, `"reject"`, or a `ToolApproval` dict."""
-
-
-class AwaitingAnswer(RuntimeError):
-    """The run paused for a plan review or a tool approval that nobody can answer here."""
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        what = "a tool call" if question_kind(request) == "tool_approval" else "its plan"
-        super().__init__(
-            f"the run waits for {what} to be reviewed; resume it with Command(resume=...) "
-            "or pass a handler that answers"
-        )
+__all__ = ["AwaitingAnswer", "run_agentic_loop"]
 
 
 async def run_agentic_loop(
@@ -96,8 +73,6 @@ async def run_agentic_loop(
     metadata, run_name) goes to every model and tool call of the run, so an outer
     agent's tracing sees them.
     """
-    from agentic_loop.runs.service import Hooks, RunRequest, RunService
-
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be non-empty text, got {task!r}")
     options = (options or LoopOptions()).replace(
@@ -149,86 +124,3 @@ def _result_of(result: AgenticResult | None, waiting: list[Any]) -> AgenticResul
     if result is None:  # only when a handler is missing, which the checks above rule out
         raise AwaitingAnswer(waiting[0].request if waiting else {})
     return result
-
-
-def new_thread_id(prefix: str = "run") -> str:
-    """A new run's thread id: `prefix`, a dash and 8 hex digits (`run-1a2b3c4d`)."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:
-    """A caller's `config` (callbacks, tags, ...) for the run stored under `thread_id`."""
-    config = config or {}
-    return {**config, "configurable": {**config.get("configurable", {}), "thread_id": thread_id}}
-
-
-async def stored_run(
-    graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig
-) -> dict[str, Any] | None:
-    """The stored state of a thread: None if it has no run, with "result" once finished."""
-    snapshot = await graph.aget_state(config)
-    if not snapshot.values:
-        return None
-    values = dict(snapshot.values)
-    if snapshot.next:
-        values.pop("result", None)  # a result from an earlier task on the same thread
-    return values
-
-
-async def stream_run(
-    graph: CompiledStateGraph[Any, Any, Any, Any],
-    graph_input: dict[str, Any] | Command[Any] | None,
-    config: RunnableConfig,
-    relay: ProgressRelay,
-    durability: Durability = "sync",
-    review: ReviewHandler | None = None,
-    approve: ApprovalHandler | None = None,
-) -> AgenticResult:
-    """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams,
-    answering a plan review with `review` and a tool approval with `approve`. Raises
-    `AwaitingAnswer` if the run pauses for one of them and its handler is missing."""
-    while True:
-        result: AgenticResult | None = None
-        pending: list[Interrupt] = []
-        stream = cast(
-            AsyncGenerator[tuple[str, Any], None],
-            graph.astream(
-                graph_input,
-                config,
-                stream_mode=["custom", "updates"],
-                durability=durability if graph.checkpointer else None,
-            ),
-        )
-        # Whatever stops the loop (a Ctrl-C, a hook raising KeyboardInterrupt, SystemExit or
-        # CancelledError), the stream is closed before it propagates: its nodes are cancelled
-        # and what they finished is stored ("exit" durability stores it only then), so the
-        # run resumes from there. Left open, it would be closed later, or never.
-        async with aclosing(stream):
-            async for mode, chunk in stream:
-                update = cast(dict[str, Any], chunk)
-                if mode == "custom" and is_progress_event(chunk):
-                    await relay.deliver(cast(ProgressEvent, chunk))
-                elif mode == "updates" and "summarise" in update:
-                    result = update["summarise"]["result"]
-                elif mode == "updates" and "__interrupt__" in update:
-                    pending += update["__interrupt__"]
-        if result is not None:
-            return result
-        if not pending:
-            raise RuntimeError(
-                "the run stopped before its summary; resume it with the same thread_id"
-            )
-        # Steps side by side may each wait for an answer: each is answered by its id.
-        answers: dict[str, Any] = {}
-        for waiting in pending:
-            request = waiting.value
-            handler = approve if question_kind(request) == "tool_approval" else review
-            if handler is None:
-                raise AwaitingAnswer(request)
-            answer = handler(request)
-            answers[waiting.id] = await answer if inspect.isawaitable(answer) else answer
-        graph_input = Command(resume=answers)
-        # A run started from an older checkpoint (a re-run) now goes on from its newest.
-        configurable = dict(config.get("configurable", {}))
-        configurable.pop("checkpoint_id", None)
-        config = {**config, "configurable": configurable}

@@ -38,20 +38,20 @@ from agentic_loop.models import check_ollama, load_model, model_spec_from_env, r
 from agentic_loop.runs.history import Checkpoint, fork_from_step, planning_point, run_history
 from agentic_loop.runs.leases import Holder, RunBusy, current_holder, hold_run
 from agentic_loop.runs.records import StoredRun, list_runs, load_run
-from agentic_loop.runs.runner import (
-    ApprovalHandler,
-    AwaitingAnswer,
-    ReviewHandler,
-    new_thread_id,
-    stream_run,
-    with_thread,
-)
 from agentic_loop.runs.store import (
     StoreError,
     describe_location,
     is_postgres,
     open_store,
     store_location,
+)
+from agentic_loop.runs.streaming import (
+    ApprovalHandler,
+    AwaitingAnswer,
+    ReviewHandler,
+    new_thread_id,
+    stream_run,
+    with_thread,
 )
 from agentic_loop.step_tools import load_tools
 
