@@ -105,3 +105,29 @@ async def test_a_background_run_is_refused_a_second_runner_and_cancelled(
         stored = await service.run("t")
     assert stored.status == "interrupted" and [s.result for s in stored.steps] == ["did A"]
     assert "agentic.step_complete" in events
+
+
+async def test_one_loop_is_built_for_each_distinct_choice(tmp_path: Path) -> None:
+    built: list[LoopOptions] = []
+
+    def factory(spec: str, options: LoopOptions) -> ScriptedChatModel:
+        built.append(options)
+        return ScriptedChatModel(
+            script=lambda messages: "1. A" if "Break" in messages[-1].text else "did A"
+        )
+
+    async with RunService.open(tmp_path / "runs.sqlite", model_factory=factory) as service:
+        for n, options in enumerate(
+            [
+                LoopOptions(model="m"),
+                LoopOptions(model="m", max_steps=3, review_plan=False),  # the run's input
+                LoopOptions(model="m", max_parallel=1),  # another loop
+                LoopOptions(model="other"),  # another model
+                LoopOptions(model="m", max_parallel=1),
+            ]
+        ):
+            outcome = await service.start(RunRequest(task="T", options=options, thread_id=f"t{n}"))
+            assert outcome.result is not None and outcome.result.status == "completed"
+        stored = await service.run("t1")
+    assert [(o.model, o.max_parallel) for o in built] == [("m", 4), ("m", 1), ("other", 4)]
+    assert stored.options.max_steps == 3  # recorded as the run chose, whichever loop ran it
