@@ -260,7 +260,7 @@ class LoopOptions:
             chosen[option.name] = value
         try:
             return (base or cls()).replace(**chosen)
-        except ValueError as exc:
+        except ValueError as exc:  # its message starts with the choice's name: relabel it
             name = str(exc).split(" ", 1)[0]
             raise ValueError(str(exc).replace(name, label(name), 1)) from None
 

@@ -74,6 +74,10 @@ __all__ = [
 ]
 
 
+LOOPS_KEPT = 32
+"""How many compiled loops (one per model, tools and options) a service keeps."""
+
+
 class ServiceError(Exception):
     """A request the service refuses; the message is one line saying what to do."""
 
@@ -607,9 +611,11 @@ class RunService:
                 graph = create_agentic_loop(
                     model, checkpointer=self.saver, tools=step_tools, options=key
                 )
-                if spec.startswith("ollama:") and not self._custom_factory:
-                    check_ollama(spec.partition(":")[2])  # a run that cannot start is not stored
+                if len(self._graphs) >= LOOPS_KEPT:
+                    del self._graphs[next(iter(self._graphs))]  # the oldest
                 self._graphs[key] = graph, [tool.name for tool in step_tools]
+            if spec.startswith("ollama:") and not self._custom_factory:
+                check_ollama(spec.partition(":")[2])  # a run that cannot start is not stored
         except (ToolSetupError, ValueError) as exc:
             raise BadSetup(str(exc)) from None
         graph, tools = self._graphs[key]
