@@ -142,9 +142,9 @@ PYTHON_RUN = textwrap.dedent(
 
 
 def test_a_run_started_from_python_resumes_from_the_cli_with_its_options_and_model(
-    tmp_path: Path,
+    any_store: str,
 ) -> None:
-    db = str(tmp_path / "runs.sqlite")
+    db = any_store
     # Steps 2 and 3 depend on step 1 only: with max_parallel=1 they still run one at a time.
     plan = typed_plan(("Pick a beach", []), ("Book a room", [1]), ("Pack a bag", [1]))
     held = HeldFirstCalls((2,), step_of)
