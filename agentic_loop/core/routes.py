@@ -34,8 +34,9 @@ async def route_after_review(state: AgenticState) -> Literal["schedule", "summar
 
 
 StepNode = Literal["execute", "call_tool", "approve_tools", "adapt"]
-"""The nodes that do a step's work, each reached from `schedule` through one `Send` per
-step (per tool call for `call_tool`), each leading back to it."""
+"""The nodes that do a step's work, each reached through one `Send` per step (per tool
+call for `call_tool`), from `schedule` or from a step node that ran alone; each leads back
+to `schedule`, or (`route_after_step`) straight to the next round."""
 
 
 async def route_after_schedule(
