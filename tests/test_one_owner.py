@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from conftest import ScriptedChatModel, plan_text, run_cli, spawn_cli
-from ollama_server import OllamaTestServer, Reply, step_of
+from ollama_server import OllamaTestServer, step_of
 from starlette.testclient import TestClient
 from test_parallel_kill import HeldFirstCalls, kill, typed_plan, wait_for
+from test_postgres_cli import answering, steps_asked
 
 from agentic_loop import LoopOptions, run_agentic_loop
 from agentic_loop.faces.web import create_app
@@ -32,30 +33,6 @@ from agentic_loop.runs.store import is_postgres
 pytestmark = pytest.mark.integration
 
 TASK = "Plan a beach day"
-PLAN = typed_plan(("Pick a beach", []), ("Book a room", [1]), ("Pack a bag", [2]))
-
-
-def answering(held: HeldFirstCalls, plan: str = PLAN):
-    """Replies to the plan, each step and the answer; the step requests `held` picks out
-    wait for its release."""
-
-    def reply(request: dict[str, Any]) -> Reply:
-        if request.get("format"):
-            return Reply(plan)
-        step = step_of(request)
-        if step is None:
-            return Reply("Go to the beach.")
-        return Reply(f"Did step {step}.", hold=held.hold(request))
-
-    return reply
-
-
-def steps_asked(requests: list[dict[str, Any]]) -> dict[int | None, int]:
-    asked: dict[int | None, int] = {}
-    for request in requests:
-        if not request.get("format"):
-            asked[step_of(request)] = asked.get(step_of(request), 0) + 1
-    return asked
 
 
 @contextmanager
@@ -107,7 +84,7 @@ def test_a_python_runner_is_refused_a_thread_a_cli_process_runs(any_store: str) 
                 )
         return refused.value
 
-    with OllamaTestServer(answering(held)) as server:
+    with OllamaTestServer(answering([held])) as server:
         with cli_running_step_2(any_store, server, held) as runner:
             asked_before = len(server.chat_requests())
             with pytest.MonkeyPatch.context() as patch:
@@ -149,7 +126,7 @@ def test_a_run_started_from_python_resumes_from_the_cli_with_its_options_and_mod
     plan = typed_plan(("Pick a beach", []), ("Book a room", [1]), ("Pack a bag", [1]))
     held = HeldFirstCalls((2,), step_of)
     models = ("test-model", "py-model")
-    with OllamaTestServer(answering(held, plan), models=models) as server:
+    with OllamaTestServer(answering([held], plan), models=models) as server:
         started = subprocess.Popen(
             [sys.executable, "-c", PYTHON_RUN, db],
             env={**_env(), "OLLAMA_HOST": server.url},
@@ -190,7 +167,7 @@ def _env() -> dict[str, str]:
 
 def test_a_run_live_in_another_process_has_one_status_on_every_face(any_store: str) -> None:
     held = HeldFirstCalls((2,), step_of)
-    with OllamaTestServer(answering(held)) as server:
+    with OllamaTestServer(answering([held])) as server:
         with cli_running_step_2(any_store, server, held):
             listed = run_cli("runs", "--db", any_store, host=server.url)
             shown = run_cli("show", "beach", "--db", any_store, host=server.url)

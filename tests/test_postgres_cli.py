@@ -29,13 +29,13 @@ PLAN = typed_plan(("Pick a beach", []), ("Book a room", [1]), ("Pack a bag", [2]
 ANSWER = "Go to the beach by car."
 
 
-def answering(held: list[HeldFirstCalls]):
-    """Replies to the plan, each step and the answer; the step requests that `held[0]`
-    picks out wait for its release."""
+def answering(held: list[HeldFirstCalls], plan: str = PLAN):
+    """Replies to the plan (`plan`), each step and the answer; the step requests that
+    `held[0]` picks out wait for its release."""
 
     def reply(request: dict[str, Any]) -> Reply:
         if request.get("format"):
-            return Reply(PLAN)
+            return Reply(plan)
         step = step_of(request)
         if step is None:
             return Reply(ANSWER)

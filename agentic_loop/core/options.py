@@ -290,6 +290,10 @@ class LoopOptions:
         if isinstance(approve, str):  # a JSON list of names
             values["approve_tools"] = tuple(json.loads(approve))
         values.update(older_runs.renamed_options(metadata))
+        try:
+            return cls().replace(**values)
+        except (ValueError, TypeError):
+            pass  # keep what still fits, one choice at a time
         options = cls()
         for name, value in values.items():
             try:

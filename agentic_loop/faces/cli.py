@@ -79,6 +79,9 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print the result as JSON on stdout; progress goes to stderr."),
 ]
+ThreadArgument = Annotated[
+    str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")
+]
 ShowJsonOption = Annotated[bool, typer.Option("--json", help="Print it as JSON.")]
 TimeoutOption = Annotated[
     str | None,
@@ -312,9 +315,7 @@ def _options(flags: Mapping[str, object], *, env: bool = True) -> LoopOptions:
 
 @app.command()
 def resume(
-    thread_id: Annotated[
-        str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")
-    ],
+    thread_id: ThreadArgument,
     model: ModelOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -361,9 +362,7 @@ def runs(db: DbOption = None) -> None:
 
 @app.command()
 def show(
-    thread_id: Annotated[
-        str, typer.Argument(help="The run's thread id (see `agentic-loop runs`).")
-    ],
+    thread_id: ThreadArgument,
     db: DbOption = None,
     json_out: ShowJsonOption = False,
     history: Annotated[

@@ -206,7 +206,6 @@ _RUNNING: weakref.WeakKeyDictionary[BaseCheckpointSaver[Any], set[str]] = (
 )
 """The threads each checkpointer's runs run in this process, whichever service runs them:
 what a lease cannot see in a checkpointer without one (an `InMemorySaver`)."""
-_NO_SAVER: set[str] = set()
 
 
 class RunService:
@@ -246,6 +245,7 @@ class RunService:
             LoopOptions, tuple[CompiledStateGraph[Any, Any, Any, Any], list[str]]
         ] = {}
         self._background: dict[str, asyncio.Task[Outcome]] = {}
+        self._unstored: set[str] = set()
 
     @classmethod
     @asynccontextmanager
@@ -326,8 +326,8 @@ class RunService:
 
     @property
     def _running(self) -> set[str]:
-        if self.saver is None:
-            return _NO_SAVER
+        if self.saver is None:  # nothing stored: its runs are this service's alone
+            return self._unstored
         return _RUNNING.setdefault(self.saver, set())
 
     async def holder(self, thread_id: str) -> Holder | None:
