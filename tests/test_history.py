@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import ScriptedChatModel, calls, plan_text, wait_for
+from conftest import ScriptedChatModel, calls, plan_text, step_line, wait_for
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -50,7 +50,7 @@ async def test_fork_from_step_keeps_earlier_steps_and_the_old_branch() -> None:
     assert point.steps_done == 2 and point.next == ("schedule",)
     output = await graph.ainvoke(None, point.config, durability="sync")
 
-    assert [p.splitlines()[1] for p in model.prompts[5:]] == ["Step 3/4: C", "Step 4/4: D"]
+    assert [step_line(p) for p in model.prompts[5:]] == ["Step 3/4: C", "Step 4/4: D"]
     result = output["result"]
     assert [s.result for s in result.steps] == ["did A", "did B", "redid C", "redid D"]
     latest = await graph.aget_state(CONFIG)
@@ -133,7 +133,7 @@ async def test_fork_from_a_step_that_called_tools_runs_the_whole_step_again() ->
     output = await graph.ainvoke(None, point.config, durability="sync")
 
     assert ran == ["first", "again"]
-    assert model.prompts[4].splitlines()[1] == "Step 2/2: B"  # the step began afresh
+    assert step_line(model.prompts[4]) == "Step 2/2: B"  # the step began afresh
     step = output["result"].steps[1]
     assert step.result == "redid B"
     assert [c.args for c in step.tool_calls] == [{"text": "again"}]

@@ -12,7 +12,12 @@ import pytest
 import agentic_loop
 
 PACKAGE = Path(agentic_loop.__file__).parent
-CORE_MAY_NOT_IMPORT = ("agentic_loop.runs", "agentic_loop.faces", "agentic_loop.step_tools")
+CORE_MAY_NOT_IMPORT = (
+    "agentic_loop.runs",
+    "agentic_loop.faces",
+    "agentic_loop.step_tools",
+    "agentic_loop.evaluation",
+)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -46,6 +51,18 @@ def test_outside_the_core_nothing_imports_a_node(path: Path) -> None:
     answer) lives in a public core module, `core.answers`."""
     moved = [agentic_loop.moved_to(name) or name for name in imported_modules(path)]
     wrong = sorted(name for name in moved if name.startswith("agentic_loop.core.nodes"))
+    assert wrong == [], f"{path.name} imports {wrong}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "evaluation").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_the_evaluation_imports_no_face(path: Path) -> None:
+    """`agentic_loop.evaluation` sits between the runs and the faces: the CLI prints what
+    it finds (`faces.scoreboard`), and its runs go through `run_agentic_loop`."""
+    wrong = sorted(name for name in imported_modules(path) if name.startswith("agentic_loop.faces"))
     assert wrong == [], f"{path.name} imports {wrong}"
 
 

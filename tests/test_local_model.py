@@ -182,8 +182,8 @@ def test_copy_penalty_grows_with_the_copied_run() -> None:
 
 
 def test_token_count_fits_the_window(model: LocalChatModel) -> None:
-    short = model.get_num_tokens_from_messages(prompts.plan_messages("Bake bread", 5))
-    long = model.get_num_tokens_from_messages(prompts.plan_messages("Bake bread " * 500, 5))
+    short = model.get_num_tokens_from_messages(prompts.SMALL.plan_messages("Bake bread", 5))
+    long = model.get_num_tokens_from_messages(prompts.SMALL.plan_messages("Bake bread " * 500, 5))
     assert 20 < short < long
 
 
@@ -197,7 +197,7 @@ async def test_typed_plans_are_always_well_formed(
     """Held to the plan's schema by llama.cpp's grammar, the model writes a plan that
     reads, asked as the planning node asks, whatever the task."""
     planner = model.bind(format=plan_schema(max_steps))
-    messages = prompts.plan_messages(task, max_steps, typed=True)
+    messages = prompts.SMALL.plan_messages(task, max_steps, typed=True)
     reply = await replies.ask(planner, messages, max_chars=8192)
     assert not reply.cut_short and reply.message.response_metadata == {"finish_reason": "stop"}
     steps = read_typed_plan(reply.message.text)
@@ -216,7 +216,7 @@ def test_a_format_holds_invoke_and_stream_too(model: LocalChatModel) -> None:
 
 def test_a_typed_reply_at_its_token_cap_says_so() -> None:
     short = LocalChatModel(format_max_tokens=5).bind(format=plan_schema(3))
-    reply = short.invoke(prompts.plan_messages("Clean the kitchen", 3, typed=True))
+    reply = short.invoke(prompts.SMALL.plan_messages("Clean the kitchen", 3, typed=True))
     assert reply.response_metadata == {"finish_reason": "length"}
     assert read_typed_plan(reply.text) is None
 
@@ -289,7 +289,7 @@ def test_copy_penalty_in_json_values_only() -> None:
 
 @pytest.mark.parametrize("task", EVERYDAY_TASKS)
 def test_planning_everyday_tasks(model: LocalChatModel, task: str) -> None:
-    steps = parse_plan(model.invoke(prompts.plan_messages(task, 10, notes=False)).text)
+    steps = parse_plan(model.invoke(prompts.SMALL.plan_messages(task, 10, notes=False)).text)
     assert 2 <= len(steps), steps
     assert all(step.strip() for step in steps)
 
@@ -304,7 +304,7 @@ async def test_whole_run(model: LocalChatModel) -> None:
 
 async def test_huge_task_is_cut_to_fit_the_window(model: LocalChatModel) -> None:
     task = "Plan a weekend trip to the coast. " + "Consider every detail carefully. " * 800
-    assert model.get_num_tokens_from_messages(prompts.plan_messages(task, 3)) > 2048
+    assert model.get_num_tokens_from_messages(prompts.SMALL.plan_messages(task, 3)) > 2048
     result = await run_agentic_loop(task, model=model, max_steps=2)
     # Without the cut, llama.cpp refuses the prompt and planning fails with that error.
     assert "exceed context window" not in result.summary
@@ -382,9 +382,9 @@ def _instruction_wording() -> str:
     step, results, error), one a line."""
     fills = ("<task>", "<step>", "<result>", "<error>")
     messages = [
-        *prompts.step_messages("<task>", 2, 3, "<step>", ["<result>"]),
-        *prompts.adapt_messages("<task>", 2, "<step>", "<error>"),
-        *prompts.answer_messages("<task>", ["<result>"]),
+        *prompts.SMALL.step_messages("<task>", 2, 3, "<step>", ["<result>"]),
+        *prompts.SMALL.adapt_messages("<task>", 2, "<step>", "<error>"),
+        *prompts.SMALL.answer_messages("<task>", ["<result>"]),
     ]
     lines = {line for m in messages for line in m.text.splitlines()}
     return "\n".join(sorted(line for line in lines if not any(f in line for f in fills)))

@@ -152,8 +152,9 @@ def test_sigkill_with_two_steps_in_flight_redoes_only_those(tmp_path: Path) -> N
     resumed = Counter(step_of(r) for r in requests[before_resume:])
     assert resumed == {2: 1, 3: 1, 4: 1, None: 1}
     [step4] = [last_prompt(r) for r in requests if step_of(r) == 4]
-    earlier = "".join(f"Step {n}: Did step {n}.\n" for n in (1, 2, 3))
-    assert f"Earlier results:\n{earlier}" in step4
+    names = ("Pick a beach", "Book a room", "Pack a bag")
+    earlier = "\n\n".join(f"Step {n} ({names[n - 1]}):\nDid step {n}." for n in (1, 2, 3))
+    assert f"Earlier results:\n{earlier}\n" in step4
 
 
 def test_sigkill_between_a_tool_call_and_the_next_turn_with_another_step_done(
@@ -228,5 +229,8 @@ def test_sigkill_between_a_tool_call_and_the_next_turn_with_another_step_done(
     resumed = Counter((step_in(r), bool(tool_messages(r))) for r in requests[before_resume:])
     assert resumed == {(1, True): 1, (3, False): 1, (None, False): 1}
     [step3] = [last_prompt(r) for r in requests if step_in(r) == 3]
-    earlier = "".join(f"Step {n}: Step {n}: the tool said noted: n{n}\n" for n in (1, 2))
-    assert f"Earlier results:\n{earlier}" in step3
+    names = ("Note a", "Note b")
+    earlier = "\n\n".join(
+        f"Step {n} ({names[n - 1]}):\nStep {n}: the tool said noted: n{n}" for n in (1, 2)
+    )
+    assert f"Earlier results:\n{earlier}\n" in step3

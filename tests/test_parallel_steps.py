@@ -192,7 +192,7 @@ async def test_independent_steps_run_at_once_and_a_step_sees_each_result_it_wait
     assert result.status == "completed"
     assert model.most_at_once == 2
     prompt = step_prompts(model, 3)[0]
-    assert "Step 1: did 1" in prompt and "Step 2: did 2" in prompt
+    assert "Step 1 (Trains):\ndid 1" in prompt and "Step 2 (Hotels):\ndid 2" in prompt
     assert result.depends_on == [[], [], [1, 2]]
     started = [e["data"]["step"] for e in seen if e["event"] == events.STEP_STARTED]
     assert sorted(started[:2]) == [1, 2] and started[2] == 3
@@ -211,7 +211,7 @@ async def test_a_plan_without_dependencies_runs_in_order() -> None:
     result, _ = await run(model)
     assert model.most_at_once == 1
     [prompt] = step_prompts(model, 3)
-    assert "Step 1: did 1" in prompt and "Step 2: did 2" in prompt
+    assert "Step 1 (A):\ndid 1" in prompt and "Step 2 (B):\ndid 2" in prompt
     assert [s.status for s in result.steps] == ["completed"] * 3
 
 
@@ -416,7 +416,7 @@ async def test_rerunning_from_a_step_keeps_the_steps_numbered_before_it() -> Non
     assert [s.result for s in output["result"].steps] == ["did 1", "redid 2", "redid 3"]
     assert [len(step_prompts(model, n)) for n in (1, 2, 3)] == [1, 2, 2]
     again = step_prompts(model, 3)[1]
-    assert "Step 1: did 1" in again and "Step 2: redid 2" in again
+    assert "Step 1 (A):\ndid 1" in again and "Step 2 (B):\nredid 2" in again
 
 
 async def test_a_reviewer_may_edit_the_plan_with_dependency_notes() -> None:

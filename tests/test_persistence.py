@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ScriptedChatModel, plan_text, wait_for
+from conftest import ScriptedChatModel, plan_text, step_line, wait_for
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde import _msgpack
 
@@ -57,7 +57,7 @@ async def test_interrupted_run_resumes_over_the_same_store(any_store: str, caplo
 
             stored = await load_run(saver, "trip")
             listed = await list_runs(saver)
-    assert [p.splitlines()[1] for p in second_model.prompts] == ["Step 3/4: C", "Step 4/4: D"]
+    assert [step_line(p) for p in second_model.prompts] == ["Step 3/4: C", "Step 4/4: D"]
     assert [s.result for s in result.steps] == ["did A", "did B", "did C", "did D"]
     assert result.status == "completed"
     assert stored is not None and isinstance(stored.result, AgenticResult)

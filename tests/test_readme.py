@@ -58,7 +58,7 @@ def reply(request: dict[str, Any]) -> Reply:
         return Reply(f"The offsite is planned: {results[-1]['content']}")
     if "weather" in offered and step_of(request) == 1:
         return Reply("", tool_calls=[("weather", {"city": "Brighton"})])
-    if "Write the answer to the task" in request["messages"][-1]["content"]:
+    if "answer to the task for the person who asked" in request["messages"][-1]["content"]:
         return Reply("Book the hotel by the sea.")
     return plan_then_steps(request)
 

@@ -1,14 +1,17 @@
 """What a person may answer to a paused run, and reading an answer: a plan review
-(`read_review`), a tool approval (`read_approval`), and a plan step typed at a review
-(`typed_step`). The `review` and `approve_tools` nodes read answers with these, and so do
-the faces, to check one before the run resumes with it.
+(`read_review`), a tool approval (`read_approval`), a plan step typed at a review
+(`typed_step`) and a tool call's arguments typed at an approval (`typed_args`). The
+`review` and `approve_tools` nodes read answers with these, and so do the faces, to check
+one before the run resumes with it.
 
 It imports no LangChain or LangGraph, so a face may import it before they load."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentic_loop.core.parsing import read_json
 
 if TYPE_CHECKING:
     from agentic_loop.core.state import PlanReview, ToolApproval
@@ -22,6 +25,16 @@ _NUMBERING = re.compile(r"^\s*\d+[.)]\s*")
 def typed_step(line: str) -> str:
     """A step of a plan a reviewer typed, one a line: its numbering ("2. ", "3) ") dropped."""
     return _NUMBERING.sub("", line).strip()
+
+
+def typed_args(text: str) -> Any:
+    """A tool call's arguments as a reviewer typed them, in JSON (`read_json`: at most
+    `JSON_DEPTH` levels deep, no NaN or Infinity, integers within 64 bits); ValueError
+    says what is wrong, in one line. `read_approval` checks that they are an object."""
+    try:
+        return read_json(text)
+    except ValueError as exc:
+        raise ValueError(f"unreadable arguments: {exc}; write them as a JSON object") from None
 
 
 def read_review(answer: object, max_steps: int) -> PlanReview:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, RemoveMessage, ToolMessage
 
-from agentic_loop.core.state import ToolCallRecord
+from agentic_loop.core.state import QUIET_KEY, ToolCallRecord
 
 DURATION_KEY = "duration_ms"
 REFUSED_KEY = "refused"
@@ -41,9 +41,18 @@ def of_step(messages: Sequence[AnyMessage], step_num: int) -> list[AnyMessage]:
     return [m for m in messages if m.id and m.id.startswith(tag)]
 
 
-def removals(messages: Sequence[BaseMessage]) -> list[RemoveMessage]:
-    """The updates that remove `messages` (stored ones, with ids) from the state."""
-    return [RemoveMessage(id=m.id) for m in messages if m.id]
+def quietly(messages: Sequence[BaseMessage]) -> dict[str, list[BaseMessage]]:
+    """`messages` as a node writes them to the state's `messages`: wrapped, because
+    LangGraph's `messages` stream shows every message a node writes, and a step writes
+    its prompt and the model's turn again (under its step's tag). Wrapped, that stream
+    shows only what the models said, once, as they said it. The state's reducer unwraps
+    them (`state.add_step_messages`)."""
+    return {QUIET_KEY: list(messages)}
+
+
+def removals(messages: Sequence[BaseMessage]) -> dict[str, list[BaseMessage]]:
+    """The update that removes `messages` (stored ones, with ids) from the state."""
+    return quietly([RemoveMessage(id=m.id) for m in messages if m.id])
 
 
 def pending_tool_calls(messages: Sequence[BaseMessage]) -> list[Any]:

@@ -4,14 +4,13 @@ and which steps are ready to start."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentic_loop.core.parsing import clean_reply
+from agentic_loop.core.parsing import clean_reply, read_json
 
 DESCRIPTION_CHARS = 300
 """Longest step description a typed plan may hold."""
@@ -62,7 +61,7 @@ def read_typed_plan(text: str) -> list[PlannedStep] | None:
     """The steps of a typed plan, or None if `text` is not one (not JSON, or another
     shape). Steps without words are dropped."""
     try:
-        plan = TypedPlan.model_validate(json.loads(clean_reply(text)))
+        plan = TypedPlan.model_validate(read_json(clean_reply(text)))
     except (ValueError, ValidationError):
         return None
     steps = [

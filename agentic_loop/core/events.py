@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, TypedDict, cast
 
@@ -45,6 +46,24 @@ TOOL_RESULT: Final = "agentic.tool_result"
 ANSWER_READY: Final = "agentic.answer_ready"
 TASK_COMPLETE: Final = "agentic.task_complete"
 
+
+class Writes(Protocol):
+    """What a node's runtime (`Runtime`, or a tool call's `ToolRuntime`) has to send events."""
+
+    @property
+    def stream_writer(self) -> Callable[[Any], None]: ...
+
+
+async def emit(runtime: Writes, event: ProgressEvent) -> None:
+    """Send `event` from a node: to LangGraph's `custom` stream, and as a custom event named
+    after it (payload: its data) to whoever watches the run's callbacks, which is how it
+    reaches `astream_events` as `on_custom_event`."""
+    from langchain_core.callbacks import adispatch_custom_event
+
+    runtime.stream_writer(event)
+    await adispatch_custom_event(event["event"], event["data"])
+
+
 PREVIEW_CHARS: Final = 200
 """The length of every preview: of a result, adaptation, answer, summary or tool call in
 an event's payload, and of the text a display shows in one line."""
@@ -54,6 +73,23 @@ def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
     """`text` on one line, cut to `limit` characters with an ellipsis: a preview for displays."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+CONTROL_CHARS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters but newline and tab (C0, DEL and C1): a terminal acts on them
+rather than showing them, and an XML parser (Graphviz's, for a picture) refuses them."""
+_CONTROL_OR_BREAK: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str, *, lines: bool = True) -> str:
+    """`text` with its control characters written out (`\\x1b`, `\\x07`), so that text from
+    a model or a user is shown as text: no escape sequence in it sets the terminal's title,
+    colours its output or moves its cursor, nor breaks a picture. Newlines and tabs stay if
+    `lines` (`\\r\\n` is a newline); without, they are written out too, for text that must
+    stay on one line."""
+    text = text.replace("\r\n", "\n")
+    control = CONTROL_CHARS if lines else _CONTROL_OR_BREAK
+    return control.sub(lambda char: f"\\x{ord(char[0]):02x}", text)
 
 
 # --- payloads ------------------------------------------------------------------------------

@@ -76,6 +76,11 @@ def build_graph(
     and marked as cut short; one that is no result at all (empty, or one line or phrase
     repeated over and over) counts as a failed call.
 
+    `prompts` chooses how the model is asked: `"capable"` (a step does the step and gives
+    its result in full, seeing the results it builds on whole as far as the model's
+    window allows) or `"small"` (tuned for the embedded 135M model); None: `small` for
+    the embedded model, else `capable` (see `agentic_loop.core.prompts`).
+
     Steps whose dependencies have finished run side by side, at most `max_parallel` at
     once; a step whose dependency failed is skipped. `plan_format` says how the plan is
     asked for (None: what suits the model, see `models.default_plan_format`).

@@ -24,6 +24,7 @@ from agentic_loop.core import older_runs
 
 ReplanMode = Literal["on_failure", "after_each_step", "never"]
 PlanFormat = Literal["typed", "text", "text_then_typed"]
+PromptStyle = Literal["capable", "small"]
 
 DEFAULT_MAX_STEPS = 10
 CHARS_PER_TOKEN = 8
@@ -190,11 +191,18 @@ class LoopOptions:
     cut and marked as cut short. None: 8 characters a token of `max_reply_tokens`."""
     timeout: float = field(default=300.0, metadata=_bound(float, 0, MOST_SECONDS))
     """Seconds to wait for each part of a model's reply."""
-    recent_results: int = field(default=2, metadata=_bound(int, 0, MOST_STEPS))
+    prompts: PromptStyle | None = None
+    """Which prompts the model gets: `capable` (a step does the step and gives its result
+    in full; the answer takes the form the task asks for) or `small` (tuned for the
+    embedded 135M model); None: `small` for the embedded model, else `capable`."""
+    recent_results: int | None = field(default=None, metadata=_bound(int, 0, MOST_STEPS))
     """How many earlier results each step's prompt carries forward: those of the steps it
-    depends on (all of them), then of the steps those depend on, up to this many."""
-    result_chars: int = field(default=200, metadata=_bound(int, 1, MOST_REPLY_CHARS))
-    """How much of each earlier result each step's prompt carries forward."""
+    depends on (all of them), then of the steps those depend on, up to this many. None:
+    the prompt set's (`small`: 2; `capable`: no limit)."""
+    result_chars: int | None = field(default=None, metadata=_bound(int, 1, MOST_REPLY_CHARS))
+    """The most of each earlier result a step's prompt (and the replanner's) carries
+    forward, in characters. None: the prompt set's (`small`: 200; `capable`: whole). Either
+    way the prompt is then fitted to the model's context window (`Settings.fit`)."""
     plan_format: PlanFormat | None = None
     """How planning asks for the plan: `typed` (JSON held to a schema), `text` (a numbered
     list) or `text_then_typed`; None: what suits the model (`models.default_plan_format`)."""
@@ -213,6 +221,8 @@ class LoopOptions:
         _check_choice("replan", self.replan, ("on_failure", "after_each_step", "never"))
         if self.plan_format is not None:
             _check_choice("plan_format", self.plan_format, ("typed", "text", "text_then_typed"))
+        if self.prompts is not None:
+            _check_choice("prompts", self.prompts, ("capable", "small"))
         if not isinstance(self.review_plan, bool):
             raise ValueError(f"review_plan must be true or false, got {self.review_plan!r}")
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):

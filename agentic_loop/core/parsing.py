@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from agentic_loop.core.events import one_line
 
 # After bold markers are removed: "1. x", "1) x", "1: x", "Step 1: x", "Step 1 - x", "### 1. x".
 _NUMBERED = re.compile(
@@ -48,6 +53,66 @@ class _Item:
 def clean_reply(text: str) -> str:
     """Drop reasoning blocks (`<think>...</think>`) and surrounding whitespace."""
     return _THINK.sub("", text).strip()
+
+
+JSON_DEPTH = 100
+"""The deepest nesting of arrays and objects that `read_json` accepts."""
+_INT_LIMIT = 2**63
+"""Integers in JSON must lie from -2**63 to 2**63 - 1: a run's checkpoint stores no larger."""
+
+
+def read_json(text: str) -> Any:
+    """`text` read as JSON from a model or a person, neither of whom is trusted. ValueError
+    says why, in one line, for text that is not JSON, nests arrays and objects deeper than
+    `JSON_DEPTH`, or holds NaN, Infinity or a number too large to store (an integer beyond
+    64 bits, or a float that overflows)."""
+    try:
+        value = json.loads(
+            text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg})") from None
+    except RecursionError:  # the decoder recurses once a level: far past JSON_DEPTH
+        raise ValueError(f"nested deeper than {JSON_DEPTH} levels") from None
+    if _nested_deeper(value, JSON_DEPTH):
+        raise ValueError(f"nested deeper than {JSON_DEPTH} levels")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _bounded_int(digits: str) -> int:
+    # Digits counted before converting: Python converts thousands slowly, refuses past 4300.
+    number = int(digits) if len(digits) <= 20 else None
+    if number is None or not -_INT_LIMIT <= number < _INT_LIMIT:
+        raise ValueError(f"the integer {_shortened(digits)} does not fit in 64 bits")
+    return number
+
+
+def _finite(digits: str) -> float:
+    number = float(digits)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {_shortened(digits)} is too large")
+    return number
+
+
+def _shortened(digits: str) -> str:
+    return digits if len(digits) <= 24 else f"{digits[:12]}… ({len(digits)} characters)"
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` has arrays or objects nested more than `limit` deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 _ECHO_MIN_CHARS = 16
@@ -97,6 +162,8 @@ def degenerate_reason(text: str) -> str | None:
     lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
     if not lines:
         return "the reply was empty"
+    if len(lines) == 1 and lines[0].endswith(":") and len(lines[0]) <= _ANNOUNCEMENT_CHARS:
+        return f"the reply only announces a result ({lines[0]!r})"
     if any(_REPEATED_NUMBERING.match(line) for line in lines):
         return "the reply repeats its numbering (1. 1. 1.)"
     # Lines compared without their numbering: "1. x", "2. x" and "Step 3: x" are one line.
@@ -111,6 +178,31 @@ def degenerate_reason(text: str) -> str | None:
         if _WORD.search(match[1]):  # a rule of dashes or dots is not a phrase
             return f"the reply repeats {match[1].strip()[:40]!r} over and over"
     return None
+
+
+_ANNOUNCEMENT_CHARS = 100
+"""Longest one-line reply ending in a colon ("Here's a possible solution:") that is taken
+for an announcement of a result that never came."""
+
+
+_REPEAT_MIN_WORDS = 3
+"""Fewest words a reply needs to be taken for a copy of a step's description."""
+
+
+def repeats_step(text: str, descriptions: Sequence[str]) -> str | None:
+    """Why a reply is no result if it only repeats one of the plan's steps (this one, or
+    the next one, as small models do), or None."""
+    said = _words(text)
+    if len(said.split()) < _REPEAT_MIN_WORDS:  # "Paris" may well be a step's whole result
+        return None
+    for number, description in enumerate(descriptions, 1):
+        if f" {said} " in f" {_words(description)} ":
+            return f"the reply only repeats step {number} ({one_line(description, 60)!r})"
+    return None
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", _LEAD.sub("", text).lower()).split())
 
 
 def parse_plan(text: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import message_chunk_to_message
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from agentic_loop.core.parsing import clean_reply, degenerate_reason, strip_echo
 
@@ -41,13 +41,22 @@ class Reply:
 
 
 async def ask(
-    model: Runnable[Any, Any], messages: Sequence[BaseMessage], *, max_chars: int
+    model: Runnable[Any, Any],
+    messages: Sequence[BaseMessage],
+    *,
+    max_chars: int,
+    step_num: int | None = None,
 ) -> Reply:
-    """The model's reply to `messages`, its text cut to `max_chars` characters."""
+    """The model's reply to `messages`, its text cut to `max_chars` characters. A call for
+    a plan step carries `step_num` in its run's metadata, so that the `messages` stream
+    (whose metadata also names the node) tells the chunks of steps side by side apart."""
+    config: RunnableConfig | None = (
+        None if step_num is None else {"metadata": {"step_num": step_num}}
+    )
     merged: AIMessageChunk | None = None
     whole: AIMessage | None = None
     # Closed on leaving the block, so that a reply cut short ends its request at once.
-    async with aclosing(cast(AsyncGenerator[Any], model.astream(list(messages)))) as stream:
+    async with aclosing(cast(AsyncGenerator[Any], model.astream(list(messages), config))) as stream:
         async for chunk in stream:
             if isinstance(chunk, AIMessageChunk):
                 merged = chunk if merged is None else merged + chunk

@@ -18,6 +18,7 @@ from langgraph.types import Send
 from agentic_loop.core.conversation import of_step, pending_tool_calls, reviewed_calls
 from agentic_loop.core.dependencies import ready_steps
 from agentic_loop.core.nodes.schedule import replan_wanted, round_update, spent_budget
+from agentic_loop.core.prompts import clip
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticState, AgenticStep, RunningStep, StepTask
 
@@ -161,25 +162,31 @@ def step_inputs(
     ended: list[AgenticStep], deps: list[list[int]], step_num: int, settings: Settings
 ) -> list[str]:
     """The results a step's prompt carries: those of the steps it depends on, then (up to
-    `recent_results` in all) of the steps those depend on, nearest first; in plan order."""
-    if settings.options.recent_results == 0:
+    `recent_results` in all) of the steps those depend on, nearest first; in plan order,
+    each cut to `result_chars` if that is set. (`execute` fits them to the window.)"""
+    if settings.recent_results == 0:
         return []
     by_num = {s.step_num: s for s in ended}
     chosen = list(deps[step_num - 1])
     frontier = list(chosen)
-    while frontier and len(chosen) < settings.options.recent_results:
+    while frontier and len(chosen) < settings.recent_results:
         ancestors = sorted({d for n in frontier for d in deps[n - 1]} - set(chosen), reverse=True)
-        ancestors = ancestors[: settings.options.recent_results - len(chosen)]
+        ancestors = ancestors[: settings.recent_results - len(chosen)]
         chosen += ancestors
         frontier = ancestors
+    whole = settings.prompts.whole_results
     lines = []
     for n in sorted(chosen):
         step = by_num.get(n)
         if step is None:
             continue
-        if step.status == "failed":
+        result = clip(step.result, settings.result_chars)
+        if whole:
+            done = " failed, no result" if step.status == "failed" else f"\n{result}"
+            lines.append(f"Step {n} ({step.description}):{done}")
+        elif step.status == "failed":
             lines.append(f"Step {n}: FAILED")
         else:
             label = " (adapted)" if step.status == "adapted" else ""
-            lines.append(f"Step {n}{label}: {step.result[: settings.options.result_chars]}")
+            lines.append(f"Step {n}{label}: {result}")
     return lines

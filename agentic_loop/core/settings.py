@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from agentic_loop.core.options import LoopOptions, PlanFormat, default_max_steps
+from agentic_loop.core.options import MOST_STEPS, LoopOptions, PlanFormat, default_max_steps
+from agentic_loop.core.prompts import PROMPT_SETS, PromptSet, clip
+from agentic_loop.models import context_window, count_tokens, default_prompts, reply_room
 
 if TYPE_CHECKING:  # kept out of import time: the CLI reads the options' defaults
     from langchain_core.messages import BaseMessage
@@ -29,12 +31,19 @@ class Settings:
     """`options.max_steps`, else `AGENTIC_LOOP_MAX_STEPS`, else 10."""
     approve_tools: frozenset[str] = field(init=False)
     """Names of the tools whose calls wait for a reviewer's approval."""
+    prompts: PromptSet = field(init=False)
+    """The prompt set: `options.prompts`, else what suits the model
+    (`models.default_prompts`)."""
+    recent_results: int = field(init=False)
+    """`options.recent_results`, else the prompt set's (no limit: `MOST_STEPS`)."""
+    result_chars: int | None = field(init=False)
+    """`options.result_chars`, else the prompt set's; None: whole."""
     context_window: int | None = field(init=False)
-    """Tokens the model sees at once, if it says (the embedded model does); prompts are then
-    cut to leave room for `reply_tokens`. The model must count tokens
-    (`get_num_tokens_from_messages`)."""
+    """Tokens the model sees at once, where that can be known (`models.context_window`);
+    prompts are then fitted to leave room for `reply_tokens`. None: nothing is fitted."""
     reply_tokens: int = field(init=False)
-    """Room kept in the context window for the model's reply."""
+    """Room kept in the context window for the model's reply: its own cap, else
+    `options.max_reply_tokens`, and at most a quarter of the window."""
     step_model: Runnable[Any, Any] = field(init=False)
     """`model` with `tools` bound, for the calls of a step; `model` itself without tools."""
 
@@ -51,8 +60,17 @@ class Settings:
         set_ = object.__setattr__
         set_(self, "max_steps", self.options.max_steps or default_max_steps())
         set_(self, "approve_tools", frozenset(names if approve is True else approve or ()))
-        set_(self, "context_window", getattr(self.model, "context_window", None))
-        set_(self, "reply_tokens", getattr(self.model, "max_tokens", 0) or 0)
+        prompts = PROMPT_SETS[self.options.prompts or default_prompts(self.model)]
+        set_(self, "prompts", prompts)
+        recent = self.options.recent_results
+        if recent is None:
+            recent = prompts.recent_results
+        set_(self, "recent_results", MOST_STEPS if recent is None else recent)
+        set_(self, "result_chars", self.options.result_chars or prompts.result_chars)
+        window = context_window(self.model)
+        set_(self, "context_window", window)
+        room = reply_room(self.model, self.options.max_reply_tokens)
+        set_(self, "reply_tokens", min(room, window // 4) if window else room)
         set_(self, "step_model", self._bind_tools())
 
     def _bind_tools(self) -> Runnable[Any, Any]:
@@ -80,23 +98,72 @@ class Settings:
                 "--model ollama:llama3.2), or run without tools"
             ) from None
 
-    def fit(self, build: Callable[[int | None], list[BaseMessage]]) -> list[BaseMessage]:
-        """The prompt `build(limit)` makes, where `limit` cuts each text the prompt carries
-        (task, step, results, errors) to that many characters: see `fit_limit`."""
-        return build(self.fit_limit(build))
+    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        return count_tokens(self.model, messages)
 
-    def fit_limit(self, build: Callable[[int | None], list[BaseMessage]]) -> int | None:
-        """None if the prompt `build(None)` fits the context window with room for the
-        reply, else the longest limit that fits (the shortest if none does)."""
+    def fit(self, build: PromptBuilder, results: Sequence[str] = ()) -> list[BaseMessage]:
+        """The prompt `build(limit, results)` makes, fitted to the model's window: see
+        `fitting`."""
+        return build(*self.fitting(build, results))
+
+    def fitting(
+        self, build: PromptBuilder, results: Sequence[str] = ()
+    ) -> tuple[int | None, list[str]]:
+        """What to build a prompt with so that it fits the model's context window with
+        room for the reply: a `limit` on each text it carries (task, step, error; None:
+        uncut) and the `results` it shows.
+
+        The prompt as it is, if it fits or the window is not known. Else the results cut
+        to fit the room the rest of the prompt leaves: the shorter ones kept whole, the
+        room left shared evenly among the longer ones. Else, when even that does not fit,
+        every text cut to the longest of `_LIMITS` that fits (the shortest if none does)."""
+        from langchain_core.messages import HumanMessage
+
+        whole = list(results)
         if self.context_window is None:
-            return None
+            return None, whole
         budget = self.context_window - self.reply_tokens
-        count = cast(Any, self.model).get_num_tokens_from_messages
-        for limit in (None, *_LIMITS):
-            if count(build(limit)) <= budget:
-                return limit
-        return _LIMITS[-1]
+        if self.count_tokens(build(None, whole)) <= budget:
+            return None, whole
+        room = budget - self.count_tokens(build(None, []))
+        if whole and room > 0:
+            chars_per_token = sum(map(len, whole)) / max(
+                1, self.count_tokens([HumanMessage("".join(whole))])
+            )
+            lengths = [len(text) for text in whole]
+            shares = fair_shares(lengths, int(room * chars_per_token))
+            for _ in range(_SHRINKS):  # the estimate may be short: cut the cut ones further
+                cut = [clip(text, share) for text, share in zip(whole, shares, strict=True)]
+                if self.count_tokens(build(None, cut)) <= budget:
+                    return None, cut
+                shares = [
+                    share if share == length else share * 4 // 5
+                    for share, length in zip(shares, lengths, strict=True)
+                ]
+        for limit in _LIMITS:
+            cut = [clip(text, limit) for text in whole]
+            if self.count_tokens(build(limit, cut)) <= budget:
+                return limit, cut
+        return _LIMITS[-1], [clip(text, _LIMITS[-1]) for text in whole]
 
 
+def fair_shares(lengths: Sequence[int], room: int) -> list[int]:
+    """How many characters each text keeps of `room` in all: the shortest whole while
+    they fit, the room left shared evenly among the rest."""
+    shares = list(lengths)
+    left, waiting = room, len(lengths)
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        shares[index] = min(lengths[index], max(left, 0) // waiting)
+        left -= shares[index]
+        waiting -= 1
+    return shares
+
+
+PromptBuilder = Callable[[int | None, Sequence[str]], "list[BaseMessage]"]
+"""Makes a prompt from a limit on the texts it carries (None: uncut) and the results it
+shows."""
+
+_SHRINKS = 4
+"""Times `Settings.fitting` cuts the results further when its estimate was short."""
 _LIMITS = (2000, 1000, 500, 250, 120, 60)
-"""Character limits `Settings.fit` tries in turn, longest first."""
+"""Character limits `Settings.fitting` tries in turn, longest first."""

@@ -286,6 +286,18 @@ class AgenticOutput(TypedDict):
     """The whole outcome: summary, status, steps and durations."""
 
 
+QUIET_KEY = "quiet"
+"""The key of the wrapper the nodes write the step messages in (`conversation.quietly`)."""
+
+
+def add_step_messages(left: Any, right: Any) -> Any:
+    """`add_messages`, with `right` as a node writes it: a list of messages, or one wrapped
+    as `{QUIET_KEY: [...]}` so that LangGraph's `messages` stream does not show it."""
+    if isinstance(right, dict) and QUIET_KEY in right:
+        right = right[QUIET_KEY]
+    return add_messages(left, right)
+
+
 class AgenticState(AgenticInput, AgenticOutput, total=False):
     """Everything the nodes share. Keys are absent until a node first writes them."""
 
@@ -295,10 +307,11 @@ class AgenticState(AgenticInput, AgenticOutput, total=False):
     """Finished (and skipped) steps, in the order they ended."""
     running: Annotated[dict[str, RunningStep], update_running]
     """The steps in progress, by step number (as text)."""
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_step_messages]
     """The conversations of the steps in progress: prompts, the model's turns and the tool
     results, each message's id starting with its step's tag (`conversation.step_tag`).
-    A step's messages are removed when it ends."""
+    A step's messages are removed when it ends. The nodes write them wrapped
+    (`conversation.quietly`)."""
     answer: Annotated[Answer | None, Validated(Answer | None)]
     """Written by `answer` once no step is left to run."""
     budget_spent: Budget | None

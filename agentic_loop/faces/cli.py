@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 from rich.markup import escape
 
+from agentic_loop.core.events import visible
 from agentic_loop.core.options import (
     DEFAULT_MAX_STEPS,
     MAX_PARALLEL_ENV,
@@ -36,7 +37,7 @@ from agentic_loop.core.options import (
     LoopOptions,
     default_max_steps,
 )
-from agentic_loop.faces.terminal import TerminalProgress, console, to_json, visible
+from agentic_loop.faces.terminal import TerminalProgress, console, to_json
 from agentic_loop.models import DEFAULT_MODEL, SPEC_HELP
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class Replan(StrEnum):
     on_failure = "on_failure"
     after_each_step = "after_each_step"
     never = "never"
+
+
+class Prompts(StrEnum):
+    capable = "capable"
+    small = "small"
 
 
 class GraphFormat(StrEnum):
@@ -225,6 +231,15 @@ def run(
             f"Default: {DEFAULTS.max_replans}.",
         ),
     ] = None,
+    prompts: Annotated[
+        Prompts | None,
+        typer.Option(
+            "--prompts",
+            help="Which prompts the model gets: capable (a step does the step and gives its "
+            "result in full) or small (tuned for the embedded 135M model). Default: small for "
+            "the embedded model, else capable.",
+        ),
+    ] = None,
     max_reply_tokens: Annotated[
         str | None,
         typer.Option(
@@ -275,9 +290,15 @@ def run(
     """Plan TASK into steps, run them with live progress, and print the answer."""
     from agentic_loop.core.options import ToolOptions, ToolSetupError
     from agentic_loop.runs.service import RunRequest
+    from agentic_loop.runs.streaming import check_thread_id
 
     if not task.strip():
         _fail('the task is empty; say what to do, e.g. agentic-loop run "Plan a weekend trip"')
+    if thread is not None:
+        try:
+            check_thread_id(thread)
+        except ValueError as exc:  # before the store opens: nothing is made for it
+            _fail(str(exc))
     try:
         tool_options = ToolOptions.from_cli(tools or (), mcp, workspace)
     except ToolSetupError as exc:
@@ -294,6 +315,7 @@ def run(
         "max_tool_calls": max_tool_calls,
         "replan": replan.value,
         "max_replans": max_replans,
+        "prompts": prompts and prompts.value,
         "max_reply_tokens": max_reply_tokens,
         "max_parallel": max_parallel,
         "step_timeout": step_timeout,
@@ -519,12 +541,113 @@ def serve(
         listening.close()
 
 
+@app.command("eval")
+def eval_tasks(
+    tasks_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="TASKS.jsonl",
+            help='Tasks, one JSON object a line: {"id", "task", "rubric", "max_steps" '
+            "(optional)}. Default: the everyday tasks shipped with agentic-loop.",
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            metavar="SPEC",
+            help=f"A model to run the tasks with: {SPEC_HELP}. May repeat. "
+            f"Default: ${MODEL_ENV}, else {DEFAULT_MODEL}.",
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            metavar="SPEC",
+            help="A model (as --model) that grades each answer against its task's rubric, 1 to 5.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", metavar="N", min=1, help="Run the first N tasks only.")
+    ] = None,
+    max_steps: Annotated[
+        str | None,
+        typer.Option(
+            "--max-steps",
+            metavar="N",
+            help=f"Most steps per run, 1 to {MOST_STEPS}; a task's own max_steps applies if "
+            "smaller.",
+        ),
+    ] = None,
+    timeout: TimeoutOption = None,
+    prompts: Annotated[
+        Prompts | None,
+        typer.Option(
+            "--prompts",
+            help="Which prompts every model gets: capable or small (see `run --help`). "
+            "Default: small for the embedded model, else capable.",
+        ),
+    ] = None,
+    per_task: Annotated[
+        bool, typer.Option("--per-task", help="Print a row for each run too.")
+    ] = False,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Write every run and summary as JSON."),
+    ] = None,
+) -> None:
+    """Run each task with each model, and print a table comparing them."""
+    from agentic_loop.evaluation import SetupError, TaskFileError, evaluate, read_tasks
+    from agentic_loop.faces.scoreboard import print_evaluation, run_line
+    from agentic_loop.models import model_spec_from_env
+
+    options = _options(
+        {"max_steps": max_steps, "timeout": timeout, "prompts": prompts and prompts.value}
+    )
+    if json_file is not None and not json_file.parent.is_dir():
+        _fail(f"cannot write {json_file}: no folder {json_file.parent}")
+    try:
+        tasks = read_tasks(tasks_file)[:limit]
+    except TaskFileError as exc:
+        _fail(str(exc))
+    progress = console(stderr=True)
+    try:
+        evaluation = asyncio.run(
+            evaluate(
+                tasks,
+                models or [model_spec_from_env()],
+                judge=judge,
+                options=options,
+                on_run=lambda run, number, total: progress.print(run_line(run, number, total)),
+            )
+        )
+    except SetupError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        global _stop_said
+        _stop_said = True
+        progress.print("\nStopped before the evaluation finished; its runs are not stored.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    print_evaluation(console(), evaluation, per_task=per_task)
+    if json_file is not None:
+        try:
+            json_file.write_text(evaluation.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write {json_file}: {exc.strerror or exc}")
+
+
 def main() -> None:
     import logging
 
     # A run whose checkpoint cannot be read is reported in one line (storage.UnreadableRun);
     # LangGraph's serializer would first log a warning of its own about the stored type.
     logging.getLogger("langgraph.checkpoint.serde").setLevel(logging.ERROR)
+    # A store that cannot be used is one line (StoreError). Meanwhile psycopg's pool logs
+    # each connection it lost and each retry, and a runner each lease it could not renew
+    # or free: records for a log, which the terminal (Python's last-resort handler) is not.
+    for noisy in ("psycopg", "agentic_loop.runs.leases"):
+        logging.getLogger(noisy).addHandler(logging.NullHandler())
     if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv[1:]):
         _load_libraries()
     try:
@@ -655,7 +778,11 @@ def _drive(
 
     async def go() -> Outcome:
         stop.task = asyncio.current_task()
-        async with RunService.open(location) as service:
+        # A new run's model and tools are checked before its store is made; a resume
+        # needs a store that is there.
+        starting = request.options if request is not None else None
+        opening = RunService.open(location, create=starting is not None, starting=starting)
+        async with opening as service:
             if request is not None:
                 return await service.start(request, hooks)
             return await service.resume(

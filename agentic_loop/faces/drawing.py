@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import graphviz
 
-from agentic_loop.core.events import one_line
+from agentic_loop.core.events import one_line, visible
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -80,14 +80,29 @@ def graph_ascii(graph: Runnable[Any, Any]) -> str:
     return text
 
 
-def graph_picture(graph: Runnable[Any, Any]) -> graphviz.Digraph:
+class Picture(graphviz.Digraph):  # type: ignore[misc]  # graphviz has no types
+    """A Graphviz picture that a notebook shows as SVG, or, where Graphviz's `dot` is not
+    installed, as its `fallback` text (with how to install it) instead of an error."""
+
+    fallback: str = ""
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        try:
+            return {"image/svg+xml": render(self, "svg").decode()}
+        except DrawingError as exc:
+            return {"text/plain": f"{self.fallback}\n({exc})"}
+
+
+def graph_picture(graph: Runnable[Any, Any]) -> Picture:
     """Every node and edge of a compiled graph, top to bottom; conditional edges dashed.
 
     Unlike the ASCII drawing it shows edges from a node to itself (`execute` loops).
-    Displays inline in a notebook.
+    Displays inline in a notebook (as its Mermaid text where Graphviz is missing).
     """
     drawable = graph.get_graph()
-    picture = graphviz.Digraph(
+    picture = Picture(
         "graph",
         graph_attr={"rankdir": "TB", "fontname": FONT},
         node_attr={
@@ -111,17 +126,19 @@ def graph_picture(graph: Runnable[Any, Any]) -> graphviz.Digraph:
             label=_html(_dot_text(str(edge.data))) if edge.data else None,
             style="dashed" if edge.conditional else None,
         )
+    picture.fallback = drawable.draw_mermaid(with_styles=False)
     return picture
 
 
-def run_picture(run: StoredRun) -> graphviz.Digraph:
+def run_picture(run: StoredRun) -> Picture:
     """A run's planned steps as a graph, each under the steps it waits for, coloured by
     its status and labelled with its duration and tool calls, under a title with the
     task, status and total time.
 
-    `run` comes from `agentic_loop.runs.store.load_run`. Displays inline in a notebook.
+    `run` comes from `agentic_loop.runs.store.load_run`. Displays inline in a notebook
+    (as `run_text` where Graphviz is missing).
     """
-    picture = graphviz.Digraph(
+    picture = Picture(
         "run",
         graph_attr={
             "rankdir": "TB",
@@ -154,6 +171,7 @@ def run_picture(run: StoredRun) -> graphviz.Digraph:
         picture.node(f"step{number}", _html(label), fillcolor=fill, color=border, fontcolor=text)
         for before in _waits_for(run, number):
             picture.edge(f"step{before}", f"step{number}")
+    picture.fallback = run_text(run)
     return picture
 
 
@@ -270,7 +288,9 @@ def duration_bar(ms: int, slowest: int, width: int = BAR_WIDTH) -> str:
 
 
 def _clip(text: str, limit: int = LABEL_CHARS) -> str:
-    return one_line(text, limit)
+    """A preview of a task's or a step's text, its control characters written out (`\\x1b`)
+    as the terminal shows them."""
+    return visible(one_line(text, limit))
 
 
 def _total_ms(run: StoredRun) -> int:
@@ -305,7 +325,9 @@ def _html(markup: str) -> str:
 
 
 def _dot_text(text: str) -> str:
-    return escape(text, quote=False)
+    """Text for an HTML-like DOT label: Graphviz parses it as XML, which has no control
+    characters, so they are written out; then `<>&` become entities."""
+    return escape(visible(text, lines=False), quote=False)
 
 
 def _mermaid_text(text: str) -> str:

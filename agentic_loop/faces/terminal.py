@@ -1,11 +1,10 @@
 """The terminal side of the CLI: progress lines and bar, stored runs and their history as
 text, the plan review and tool approval prompts, and text from a model or a user made safe
-to print (`visible`)."""
+to print (`visible`, from `core.events`, which the pictures share)."""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -13,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from agentic_loop.core.answers import typed_step
-from agentic_loop.core.events import one_line
+from agentic_loop.core.answers import typed_args, typed_step
+from agentic_loop.core.events import CONTROL_CHARS, one_line, visible
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -82,9 +81,9 @@ def ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
             if choice in ("e", "edit"):
                 text = _ask(console, "New arguments, as a JSON object on one line: ")
                 try:
-                    edited = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    console.print(f"Not JSON ({exc.msg}); try again.", highlight=False)
+                    edited = typed_args(text)
+                except ValueError as exc:
+                    console.print(f"{exc}; try again.", highlight=False, markup=False)
                     continue
                 return {"action": "edit", "args": edited}
             if choice in ("r", "reject", "n", "no"):
@@ -401,23 +400,6 @@ def _ask(console: Console, question: str) -> str:
     return answer
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-"""Control characters but newline and tab (C0, DEL and C1): a terminal acts on them
-rather than showing them."""
-_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def visible(text: str, *, lines: bool = True) -> str:
-    """`text` with its control characters written out (`\\x1b`, `\\x07`), so that text from
-    a model or a user is shown as text: no escape sequence in it sets the terminal's title,
-    colours its output or moves its cursor. Newlines and tabs stay if `lines` (`\\r\\n`
-    is a newline); without, they are written out too, for text that must stay on one line.
-    """
-    text = text.replace("\r\n", "\n")
-    control = _CONTROL if lines else _CONTROL_OR_BREAK
-    return control.sub(lambda char: f"\\x{ord(char[0]):02x}", text)
-
-
 class _VisibleConsole(Console):
     """A console that shows the control characters of what it prints (see `visible`):
     every string it prints, as a line, a table cell or a prompt, goes through `render_str`.
@@ -429,7 +411,8 @@ class _VisibleConsole(Console):
 
 def console(stderr: bool = False) -> Console:
     # soft_wrap: a message stays one line however narrow the terminal (or pipe) is.
-    return _VisibleConsole(stderr=stderr, soft_wrap=True)
+    # emoji=False: text shows as written, `:fire:` as `:fire:` (markup is escaped apart).
+    return _VisibleConsole(stderr=stderr, soft_wrap=True, emoji=False)
 
 
 def to_json(payload: Any) -> str:
@@ -439,4 +422,4 @@ def to_json(payload: Any) -> str:
 def json_text(text: str) -> str:
     """JSON with DEL and C1 control characters written as `\\u` escapes too: `json.dumps`
     and pydantic escape only those below 0x20, and some terminals act on C1 ones."""
-    return _CONTROL.sub(lambda char: f"\\u{ord(char[0]):04x}", text)
+    return CONTROL_CHARS.sub(lambda char: f"\\u{ord(char[0]):04x}", text)

@@ -9,9 +9,12 @@ from urllib.parse import urlsplit
 from agentic_loop.core.options import MODEL_ENV, LoopOptions
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
+    from collections.abc import Sequence
 
-    from agentic_loop.core.options import PlanFormat
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+    from agentic_loop.core.options import PlanFormat, PromptStyle
 
 DEFAULT_MODEL = "auto"
 DEFAULT_OLLAMA_MODEL = "llama3.2"
@@ -79,8 +82,9 @@ def load_model(
     """A chat model for `spec`: `ollama:NAME` talks to the Ollama server at `OLLAMA_HOST`,
     `local` runs the embedded SmolLM2 in this process, `auto` picks (see `resolve_spec`).
 
-    `timeout_s` bounds the wait for each part of a reply; `reply_tokens` caps an Ollama
-    reply's length (`num_predict`; the embedded model keeps its own, smaller cap)."""
+    `timeout_s` bounds each reply as a whole, however steadily its parts come (see
+    `reply_timeout`); `reply_tokens` caps an Ollama reply's length (`num_predict`; the
+    embedded model keeps its own, smaller cap)."""
     from agentic_loop.core.options import LoopOptions
 
     LoopOptions(timeout=timeout_s, max_reply_tokens=reply_tokens)  # checks both
@@ -99,8 +103,15 @@ def load_model(
         raise ValueError(f"unknown model {spec!r}: use {SPEC_HELP}")
     from langchain_ollama import ChatOllama
 
+    from agentic_loop.models.reply_timeout import whole_reply_limit
+
     # base_url stays None so the ollama client reads OLLAMA_HOST just as Ollama's own tools do.
-    return ChatOllama(model=name, num_predict=reply_tokens, client_kwargs={"timeout": timeout_s})
+    return ChatOllama(
+        model=name,
+        num_predict=reply_tokens,
+        client_kwargs={"timeout": timeout_s},
+        async_client_kwargs=whole_reply_limit(timeout_s),
+    )
 
 
 def spec_of(model: object) -> str | None:
@@ -135,12 +146,14 @@ def describe_error(exc: BaseException, model: object = None) -> str:
     import httpx
     import ollama
 
+    from agentic_loop.models.reply_timeout import ReplyTimeout
+
     base_url = getattr(model, "base_url", None)
     name = getattr(model, "model", None)
     if isinstance(exc, httpx.TimeoutException):
+        why = str(exc) if isinstance(exc, ReplyTimeout) else type(exc).__name__
         return (
-            f"the model did not answer in time ({type(exc).__name__}); "
-            "try a smaller model or a longer --timeout"
+            f"the model did not answer in time ({why}); try a smaller model or a longer --timeout"
         )
     if isinstance(exc, ollama.ResponseError):
         where = ollama_address(base_url)
@@ -173,3 +186,54 @@ def default_plan_format(model: object) -> PlanFormat:
         if kind == "LocalChatModel"
         else "text"
     )
+
+
+def default_prompts(model: object) -> PromptStyle:
+    """Which prompt set suits `model` (see `LoopOptions.prompts`): `small` for the embedded
+    135M model, `capable` for every other."""
+    return "small" if type(model).__name__ == "LocalChatModel" else "capable"
+
+
+OLLAMA_CONTEXT_WINDOW = 4096
+"""The context window Ollama gives a model whose `num_ctx` is not set."""
+
+
+def context_window(model: object) -> int | None:
+    """Tokens `model` sees at once, where it can be known: its own `context_window` (the
+    embedded model's), its LangChain profile's `max_input_tokens`, or a `ChatOllama`'s
+    `num_ctx` (Ollama's default when unset); None for a model that says nothing."""
+    window = getattr(model, "context_window", None)
+    if isinstance(window, int) and window > 0:
+        return window
+    profile = getattr(model, "profile", None) or {}
+    if isinstance(most := profile.get("max_input_tokens"), int) and most > 0:
+        return most
+    if type(model).__name__ == "ChatOllama":
+        return getattr(model, "num_ctx", None) or OLLAMA_CONTEXT_WINDOW
+    return None
+
+
+def reply_room(model: object, fallback: int) -> int:
+    """Tokens to keep free in the window for a reply: the model's own cap (`max_tokens`,
+    Ollama's `num_predict`), else `fallback`."""
+    for name in ("max_tokens", "num_predict"):
+        if isinstance(cap := getattr(model, name, None), int) and cap > 0:
+            return cap
+    return fallback
+
+
+CHARS_PER_TOKEN_ESTIMATE = 3
+"""Characters a token, when the model cannot count: a little under what English text
+takes in the tokenizers of common open models (about 4), so an estimate errs short."""
+
+
+def count_tokens(model: object, messages: Sequence[BaseMessage]) -> int:
+    """The tokens `messages` take: counted by the model when its class counts for itself
+    (the embedded model does), else estimated from their length. LangChain's own fallback
+    would fetch the GPT-2 tokenizer from the network."""
+    from langchain_core.language_models import BaseLanguageModel
+
+    counter = getattr(type(model), "get_num_tokens_from_messages", None)
+    if counter is not None and counter is not BaseLanguageModel.get_num_tokens_from_messages:
+        return int(counter(model, list(messages)))
+    return sum(len(m.text) // CHARS_PER_TOKEN_ESTIMATE + 4 for m in messages)

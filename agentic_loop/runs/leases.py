@@ -44,9 +44,17 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from agentic_loop.runs.store import LEASE_TABLE, StoreError, is_postgres, postgres_connection
+from agentic_loop.runs.store import (
+    LEASE_TABLE,
+    StoreError,
+    is_locked,
+    is_postgres,
+    locked_message,
+    postgres_connection,
+)
 
 if TYPE_CHECKING:
+    import aiosqlite
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 logger = logging.getLogger(__name__)
@@ -56,6 +64,10 @@ LEASE_SECONDS = 15.0
 another machine can be taken over (at once on the runner's own machine, on Linux)."""
 RENEW_SECONDS = LEASE_SECONDS / 3
 """How often a held lease is renewed: two renewals may fail before it expires."""
+TAKE_WAIT_S = 5.0
+"""How long taking a lease in a SQLite store waits for another process's write to end: a
+write lock held longer means the store is busy, and the run is refused, naming the runs
+in progress whose runners may hold it."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,13 @@ def _lost_message(me: Holder, taker: Holder | None) -> str:
 async def _take(leases: _Leases, me: Holder, seconds: float) -> None:
     dead = ""
     for _ in range(5):
-        if await leases.take(me, seconds, dead_token=dead):
+        try:
+            taken = await leases.take(me, seconds, dead_token=dead)
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc) or not isinstance(leases, _SqliteLeases):
+                raise
+            raise await _locked(leases, me) from None
+        if taken:
             return
         holder = await leases.holder(me.thread_id)
         if holder is None:
@@ -175,6 +193,22 @@ async def _take(leases: _Leases, me: Holder, seconds: float) -> None:
             raise RunBusy(holder)
         dead = holder.token  # taken over on the next try, by one process only
     raise StoreError(f"could not take the lease on run {me.thread_id!r}; try again")
+
+
+async def _locked(leases: _SqliteLeases, me: Holder) -> StoreError:
+    """The store stayed locked while `me` waited to take a lease: one line naming the
+    store and the runners seen in it, one of which may hold the lock (none if the lock
+    keeps the leases from being read, or no run holds one)."""
+    where, running = await leases.where(), []
+    with suppress(sqlite3.Error):
+        # The lock was held for TAKE_WAIT_S just now: a read it blocks is not waited for.
+        running = [h for h in await leases.holders(wait_s=0.1) if not _has_died(h)]
+    suspects = [
+        f"the runner of run {holder.thread_id!r}, {holder.describe()}"
+        for holder in running
+        if holder.token != me.token
+    ]
+    return StoreError(locked_message(where, TAKE_WAIT_S, suspects[:3]))
 
 
 async def _renew(
@@ -321,18 +355,38 @@ def _is_missing_table(exc: Exception) -> bool:
 _COLUMNS = "thread_id, holder, pid, host, process, since, expires"
 
 
+@asynccontextmanager
+async def _waiting(conn: aiosqlite.Connection, seconds: float | None) -> AsyncIterator[None]:
+    """Wait at most `seconds` (None: the connection's own busy timeout) for another
+    process's lock, on `conn` for the length of the `async with`."""
+    if seconds is None:
+        yield
+        return
+    async with conn.execute("PRAGMA busy_timeout") as cursor:
+        row = await cursor.fetchone()
+    await conn.execute(f"PRAGMA busy_timeout = {round(seconds * 1000)}")
+    try:
+        yield
+    finally:
+        if row is not None:
+            await conn.execute(f"PRAGMA busy_timeout = {int(row[0])}")
+
+
 class _SqliteLeases(_Leases):
     """On the saver's own connection, in turn with its queries (its lock), each change in
     a transaction of its own that takes the write lock first (`BEGIN IMMEDIATE`, which
-    waits for another process's write as long as the connection's busy timeout)."""
+    waits for another process's write as long as the connection's busy timeout, or
+    `TAKE_WAIT_S` when taking a lease)."""
 
     def __init__(self, saver: AsyncSqliteSaver) -> None:
         self.saver = saver
         self.made = False
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+    async def _write(
+        self, sql: str, params: tuple[Any, ...], *, wait_s: float | None = None
+    ) -> int:
         conn = self.saver.conn
-        async with self.saver.lock:
+        async with self.saver.lock, _waiting(conn, wait_s):
             if not self.made:
                 await conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (thread_id TEXT PRIMARY KEY, "
@@ -360,6 +414,7 @@ class _SqliteLeases(_Leases):
             "WHERE lease.expires < ? OR lease.holder = ?",
             (me.thread_id, me.token, me.pid, me.host, me.process, now, now + seconds)
             + (now, dead_token),
+            wait_s=TAKE_WAIT_S,
         )
         return changed == 1
 
@@ -383,8 +438,21 @@ class _SqliteLeases(_Leases):
                 (thread_id, time.time()),
             ) as cursor:
                 row = await cursor.fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._holder(row)
+
+    async def holders(self, *, wait_s: float | None = None) -> list[Holder]:
+        """Who holds an unexpired lease on any thread, the longest held first; a lock that
+        keeps them from being read is waited for `wait_s` (None: the busy timeout)."""
+        async with self.saver.lock, _waiting(self.saver.conn, wait_s):
+            async with self.saver.conn.execute(
+                f"SELECT {_COLUMNS} FROM {LEASE_TABLE} WHERE expires >= ? ORDER BY since",
+                (time.time(),),
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [self._holder(row) for row in rows]
+
+    @staticmethod
+    def _holder(row: Any) -> Holder:
         thread, token, pid, host, process, since, _ = row
         return Holder(
             thread_id=thread,
@@ -394,6 +462,13 @@ class _SqliteLeases(_Leases):
             since=datetime.fromtimestamp(since, UTC),
             process=process,
         )
+
+    async def where(self) -> str:
+        """The store's file."""
+        async with self.saver.lock:
+            async with self.saver.conn.execute("PRAGMA database_list") as cursor:
+                rows = await cursor.fetchall()
+        return next((str(row[2]) for row in rows if row[1] == "main" and row[2]), "the store")
 
 
 class _PostgresLeases(_Leases):

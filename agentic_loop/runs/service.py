@@ -40,6 +40,7 @@ from agentic_loop.runs.leases import Holder, RunBusy, current_holder, hold_run
 from agentic_loop.runs.records import StoredRun, list_runs, load_run
 from agentic_loop.runs.store import (
     StoreError,
+    check_store,
     describe_location,
     is_postgres,
     open_store,
@@ -49,6 +50,7 @@ from agentic_loop.runs.streaming import (
     ApprovalHandler,
     AwaitingAnswer,
     ReviewHandler,
+    check_thread_id,
     new_thread_id,
     stream_run,
     with_thread,
@@ -126,7 +128,7 @@ class RunRequest:
     options: LoopOptions = LoopOptions()
     """Its model, limits, tools and the rest; recorded with it for every resume."""
     thread_id: str | None = None
-    """None: a new id (`new_thread_id`)."""
+    """None: a new id (`new_thread_id`); one given must pass `check_thread_id`."""
 
 
 @dataclass(frozen=True)
@@ -254,15 +256,25 @@ class RunService:
         location: str | Path | None = None,
         *,
         read_only: bool = False,
+        create: bool = True,
         model_factory: ModelFactory | None = None,
+        starting: LoopOptions | None = None,
     ) -> AsyncIterator[RunService]:
         """The service over the store at `location`, a SQLite path or a `postgresql://`
         URL (None: `AGENTIC_LOOP_DB`, else the default; see `store.store_location`), for
         the length of the `async with`; background runs still going are cancelled at its
-        end, and stay stored, to be resumed."""
+        end, and stay stored, to be resumed. `read_only` and `create` are `open_store`'s.
+
+        `starting` is the options of a run about to start: the store is checked, then its
+        model and tools are made ready (a `BadSetup` if they cannot be), before the store
+        is opened, so that a run that cannot start leaves no store behind."""
         location = store_location(location)
-        async with open_store(location, read_only=read_only) as saver:
-            service = cls(saver, where=describe_location(location), model_factory=model_factory)
+        service = cls(None, where=describe_location(location), model_factory=model_factory)
+        if starting is not None:
+            await check_store(location)  # a store it could not use is said first
+            await service._graph_for(starting)
+        async with open_store(location, read_only=read_only, create=create) as saver:
+            service.saver = saver  # the loops made ready meanwhile take it on first use
             try:
                 yield service
             finally:
@@ -346,7 +358,7 @@ class RunService:
         """Plan and run a new task to its end, or until it waits for an answer nobody gives.
         `config` (callbacks, tags, metadata) goes to the run's model and tool calls."""
         thread_id = request.thread_id or new_thread_id()
-        graph_input = self._check_new(request)
+        graph_input = self._check_new(request, thread_id)
         async with self._hold(thread_id):
             if await self.find(thread_id) is not None:
                 raise ThreadTaken(
@@ -469,9 +481,13 @@ class RunService:
 
     # --- inside ----------------------------------------------------------------------------
 
-    def _check_new(self, request: RunRequest) -> dict[str, Any]:
+    def _check_new(self, request: RunRequest, thread_id: str) -> dict[str, Any]:
         if not request.task.strip():
             raise BadSetup("the task is empty; say what to do")
+        try:
+            check_thread_id(thread_id)
+        except ValueError as exc:
+            raise BadSetup(str(exc)) from None
         options = request.options
         if options.approve_tools and not options.tools and self._graph is None:
             raise BadSetup("approving tool calls needs tools: name some tools to load")
@@ -619,6 +635,9 @@ class RunService:
         except (ToolSetupError, ValueError) as exc:
             raise BadSetup(str(exc)) from None
         graph, tools = self._graphs[key]
+        if graph.checkpointer is not self.saver:  # made ready before the store was open
+            graph = graph.copy(update={"checkpointer": self.saver})
+            self._graphs[key] = graph, tools
         return graph, options, tools
 
 

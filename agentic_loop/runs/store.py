@@ -156,49 +156,91 @@ def describe_location(location: str | Path) -> str:
 
 @asynccontextmanager
 async def open_store(
-    location: str | Path, *, read_only: bool = False
+    location: str | Path, *, read_only: bool = False, create: bool = True
 ) -> AsyncIterator[AsyncSqliteSaver | AsyncPostgresSaver]:
     """The checkpointer for the store at `location` (see `store_location`; a str that is no
     URL is a path), with `run_serializer()`.
 
     A SQLite file is created if missing; a PostgreSQL database gets LangGraph's tables if
-    it has none. `read_only` opens an existing store for reading only: nothing is created
-    or written. Whatever keeps the store from being used (a folder, a file that is not
-    SQLite, another program's database, a damaged file; a server that does not answer, a
-    refused login, a missing database) is a one-line `StoreError` saying what to do.
+    it has none; without `create`, a missing store is a `StoreError` instead. `read_only`
+    opens an existing store for reading only: nothing is created or written. Whatever
+    keeps the store from being used (a folder, a file that is not SQLite, another
+    program's database, a damaged file, another process's write lock held too long; a
+    server that does not answer, a refused login, a missing database) is a one-line
+    `StoreError` saying what to do.
     """
     if isinstance(location, str):
         location = store_location(location)
     if isinstance(location, str):
-        async with _open_postgres(location, read_only=read_only) as pg_saver:
+        async with _open_postgres(location, read_only=read_only, create=create) as pg_saver:
             yield pg_saver
     else:
-        async with _open_sqlite(location, read_only=read_only) as sqlite_saver:
+        async with _open_sqlite(location, read_only=read_only, create=create) as sqlite_saver:
             yield sqlite_saver
 
 
+async def check_store(location: str | Path) -> None:
+    """Refuse, as `open_store` would but creating and writing nothing, a store that cannot
+    be used (see `open_store`). A store that is not there yet passes: `open_store` makes
+    it. So a run can be refused for its store, then for its model or tools, before its
+    store is made."""
+    if isinstance(location, str):
+        location = store_location(location)
+    if isinstance(location, str):
+        await _pg_check(location, read_only=False, set_up=False)
+    else:
+        await _check_sqlite(location, read_only=False)
+
+
+def _no_store(where: str | Path) -> StoreError:
+    return StoreError(f"no run store at {where}; `agentic-loop run` makes one, or pass --db")
+
+
 @asynccontextmanager
-async def _open_sqlite(path: Path, *, read_only: bool) -> AsyncIterator[AsyncSqliteSaver]:
-    """The checkpointer for the SQLite file at `path`, created if missing.
+async def _open_sqlite(
+    path: Path, *, read_only: bool, create: bool = True
+) -> AsyncIterator[AsyncSqliteSaver]:
+    """The checkpointer for the SQLite file at `path`, created if missing (unless not
+    `create`).
 
     Refuses, without touching it, a path that is a folder, a file that is not SQLite,
     another program's database, or a damaged store (SQLite's `quick_check`, about 1 ms a
     MB: 12 ms for 300 runs). `read_only` opens an existing store for reading only: nothing
-    is created or written, so it works on a read-only copy too. Several processes may
-    create the same new store at once. Damage found while the store is in use is a
-    `StoreError` too.
+    is created or written, not even the `-wal` and `-shm` files beside it, so it works on a
+    read-only copy too (see `_read_only_uri`). Several processes may create the same new
+    store at once. Damage found while the store is in use is a `StoreError` too, and so is
+    a write lock that another process holds for longer than the 30 s waited for it.
     """
+    at_rest = _file_state(path) if read_only and not _in_use(path) else None
+    try:
+        await _check_sqlite(path, read_only=read_only, create=create)
+        async with _sqlite_saver(path, read_only=read_only) as saver:
+            yield saver
+    except StoreError as exc:
+        # Read as immutable, the file has no locks: a run that started and ended meanwhile
+        # may have written it under the reader, which then found what looked like damage.
+        if at_rest is not None and _file_state(path) != at_rest and await _sound(path):
+            raise StoreError(f"{path} changed while it was read; try again") from exc
+        raise
+
+
+async def _check_sqlite(path: Path, *, read_only: bool, create: bool = True) -> None:
+    """Refuse a folder, a file that is not SQLite, another program's database or a damaged
+    store; and a missing store (or an empty file) when reading, or not to `create` it."""
     if path.is_dir():
         raise StoreError(f"{path} is a folder; pass a file path with --db")
     has_data = path.exists() and path.stat().st_size > 0
-    if read_only and not has_data:
-        raise StoreError(f"no run store at {path}; `agentic-loop run` makes one, or pass --db")
+    if (read_only or not create) and not has_data:
+        raise _no_store(path)
     if has_data:
         with path.open("rb") as file:
             if file.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
                 raise StoreError(f"{path} is not a SQLite database; pass another file with --db")
-    if has_data:
         await _check(path, read_only=read_only)
+
+
+@asynccontextmanager
+async def _sqlite_saver(path: Path, *, read_only: bool) -> AsyncIterator[AsyncSqliteSaver]:
     conn = await _connect(path, read_only=read_only)
     try:
         saver = AsyncSqliteSaver(conn, serde=run_serializer())
@@ -212,18 +254,66 @@ async def _open_sqlite(path: Path, *, read_only: bool) -> AsyncIterator[AsyncSql
     try:
         yield saver
     except sqlite3.DatabaseError as exc:
-        if _is_damage(exc):
+        if _is_damage(exc) or is_locked(exc):
             raise _store_error(path, exc) from exc
         raise
     finally:
         await conn.close()
 
 
+def _wal_files(path: Path) -> tuple[Path, Path]:
+    return path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")
+
+
+def _in_use(path: Path) -> bool:
+    """Whether the store has its `-wal` and `-shm` files: a process has it open in WAL
+    mode, or had and left them (a writer killed, or a reader that outlived the last
+    writer); its last commits may be in the `-wal` alone."""
+    wal, shm = _wal_files(path)
+    return wal.exists() and shm.exists()
+
+
+def _file_state(path: Path) -> tuple[object, ...]:
+    """What changes when a process writes to the store's file or opens it."""
+    wal, shm = _wal_files(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, wal.exists(), shm.exists()
+
+
+def _read_only_uri(path: Path) -> str:
+    """The URI that opens the store at `path` for reading only, creating nothing.
+
+    SQLite reads a store in WAL mode through its `-wal` and `-shm` files and makes them
+    when they are missing, even for a read-only connection, which then cannot remove them
+    (and on a read-only copy cannot make them: "unable to open database file"). A store in
+    use has them: it is read through them, under SQLite's locks, and sees the commits
+    still in its `-wal`. A store without them is at rest (its last writer closed it and
+    put every commit in the file): it is read as `immutable`, with no locks and no files
+    beside it. A `-wal` without its `-shm`, which only a partial copy leaves, is not read.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return uri if _in_use(path) else f"{uri}&immutable=1"
+
+
+async def _sound(path: Path) -> bool:
+    """Whether the store passes the checks now."""
+    try:
+        await _check(path, read_only=True)
+    except StoreError:
+        return False
+    return True
+
+
 async def _check(path: Path, *, read_only: bool) -> None:
     """Refuse another program's database or a damaged store. The checks read over a
     connection of their own that cannot write: a file they refuse is left as it was, byte
-    for byte, even one whose journal a writer's connection would roll back or apply."""
-    conn = await _connect(path, read_only=True)
+    for byte, even one whose journal a writer's connection would roll back or apply. For
+    a writer, they read under SQLite's locks, as another process may be creating the
+    store at that moment."""
+    conn = await _connect(path, read_only=True, locking=not read_only)
     try:
         await _check_tables(conn, path, read_only=read_only)
         await _check_pages(conn, path)
@@ -233,12 +323,15 @@ async def _check(path: Path, *, read_only: bool) -> None:
         await conn.close()
 
 
-async def _connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:
+async def _connect(path: Path, *, read_only: bool, locking: bool = False) -> aiosqlite.Connection:
+    """A connection to the store; `read_only` creates nothing (see `_read_only_uri`),
+    unless `locking`: then it reads under SQLite's locks like any connection, and may make
+    the `-wal` and `-shm` files."""
     import aiosqlite
 
     try:
         if read_only:
-            uri = f"{path.resolve().as_uri()}?mode=ro"
+            uri = f"{path.resolve().as_uri()}?mode=ro" if locking else _read_only_uri(path)
             return await aiosqlite.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S)
         path.parent.mkdir(parents=True, exist_ok=True)
         return await aiosqlite.connect(path, timeout=_BUSY_TIMEOUT_S)
@@ -300,9 +393,31 @@ def _is_damage(exc: sqlite3.Error) -> bool:
     return _result_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
+def is_locked(exc: BaseException) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock ("database is locked")."""
+    return isinstance(exc, sqlite3.Error) and _result_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def locked_message(where: str | Path, waited_s: float, suspects: list[str] | None = None) -> str:
+    """A store that another process keeps locked: which, who may hold it (`suspects`, as
+    far as known), and what to do."""
+    held = f"held its write lock for over {waited_s:g} s"
+    if suspects:
+        return (
+            f"the run store {where} is busy: another process has {held}, perhaps "
+            f"{' or '.join(suspects)}; wait for it to finish, or stop it, then try again"
+        )
+    return (
+        f"the run store {where} is locked by another process, which has {held}; wait for "
+        "that process to finish, or stop it, then try again"
+    )
+
+
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     if _is_damage(exc):
         return StoreError(_damage_message(path, str(exc)))
+    if is_locked(exc):
+        return StoreError(locked_message(path, _BUSY_TIMEOUT_S))
     return StoreError(f"cannot use the run store {path}: {exc}")
 
 
@@ -320,7 +435,9 @@ def _damage_message(path: Path, problem: str) -> str:
 
 
 @asynccontextmanager
-async def _open_postgres(url: str, *, read_only: bool) -> AsyncIterator[AsyncPostgresSaver]:
+async def _open_postgres(
+    url: str, *, read_only: bool, create: bool = True
+) -> AsyncIterator[AsyncPostgresSaver]:
     """The checkpointer for the PostgreSQL database at `url`, over a pool of connections.
 
     Connecting is tried once first, for at most `PG_CONNECT_TIMEOUT_S`, so that a server
@@ -328,7 +445,8 @@ async def _open_postgres(url: str, *, read_only: bool) -> AsyncIterator[AsyncPos
     than the pool's retries. A database that has tables but not LangGraph's is refused.
     Setting up (creating the tables, LangGraph's migrations) is done by one process at a
     time. `read_only` creates nothing and opens every connection with
-    `default_transaction_read_only`, so the server refuses any write.
+    `default_transaction_read_only`, so the server refuses any write; without `create`, a
+    database with no tables is refused as no store.
     """
     import psycopg
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -336,16 +454,7 @@ async def _open_postgres(url: str, *, read_only: bool) -> AsyncIterator[AsyncPos
 
     where = describe_location(url)
     kwargs = _pg_connect_kwargs(url, read_only=read_only)
-    try:
-        conn = await psycopg.AsyncConnection.connect(url, **kwargs)
-    except psycopg.Error as exc:
-        raise _pg_connect_error(url, exc) from None
-    try:
-        await _pg_check_and_set_up(conn, where, read_only=read_only)
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot use the run store {where}: {_pg_reason(exc)}") from None
-    finally:
-        await conn.close()
+    await _pg_check(url, read_only=read_only, create=create)
     pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
         url,
         min_size=1,
@@ -370,6 +479,25 @@ async def _open_postgres(url: str, *, read_only: bool) -> AsyncIterator[AsyncPos
         await pool.close()
 
 
+async def _pg_check(url: str, *, read_only: bool, create: bool = True, set_up: bool = True) -> None:
+    """Connect once, for at most `PG_CONNECT_TIMEOUT_S`, and check the database's tables;
+    then set it up unless `read_only` or not `set_up` (which write nothing)."""
+    import psycopg
+
+    where = describe_location(url)
+    kwargs = _pg_connect_kwargs(url, read_only=read_only or not set_up)
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise _pg_connect_error(url, exc) from None
+    try:
+        await _pg_check_and_set_up(conn, where, read_only=read_only, create=create, set_up=set_up)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot use the run store {where}: {_pg_reason(exc)}") from None
+    finally:
+        await conn.close()
+
+
 def _pg_connect_kwargs(url: str, *, read_only: bool) -> dict[str, Any]:
     """What langgraph-checkpoint-postgres needs of a connection (autocommit, no prepared
     statements, rows as dicts), a short connect timeout, and read-only transactions."""
@@ -389,7 +517,12 @@ def _pg_connect_kwargs(url: str, *, read_only: bool) -> dict[str, Any]:
 
 
 async def _pg_check_and_set_up(
-    conn: psycopg.AsyncConnection[DictRow], where: str, *, read_only: bool
+    conn: psycopg.AsyncConnection[DictRow],
+    where: str,
+    *,
+    read_only: bool,
+    create: bool = True,
+    set_up: bool = True,
 ) -> None:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
@@ -397,15 +530,15 @@ async def _pg_check_and_set_up(
         "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
     )
     tables = {row["tablename"] for row in await cursor.fetchall()}
-    if read_only and not tables:
-        raise StoreError(f"no run store at {where}; `agentic-loop run` makes one, or pass --db")
+    if (read_only or not create) and not tables:
+        raise _no_store(where)
     writable = tables <= _PG_RUN_TABLES | {LEASE_TABLE}  # empty, or being set up
     if not _PG_RUN_TABLES <= tables and (read_only or not writable):
         raise StoreError(
             f"{where} is not a run store (its tables: {', '.join(sorted(tables))}); pass an "
             "empty database or one that holds runs with --db"
         )
-    if read_only or await _pg_migrations_done(conn, tables):
+    if read_only or not set_up or await _pg_migrations_done(conn, tables):
         return
     # Several processes may set up one new database at once: they take turns. A lock
     # tried in a loop, as a session waiting on one would hold back the migrations'

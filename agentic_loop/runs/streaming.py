@@ -1,10 +1,12 @@
 """Running the compiled loop on a thread: `stream_run` streams it (or resumes it), relays
 its progress and answers its questions with the caller's handlers; `new_thread_id` mints
-a run's id, `with_thread` puts it in a config. The service runs every run through here."""
+a run's id, `check_thread_id` holds an id given for a new run to the one rule every face
+reads, `with_thread` puts it in a config. The service runs every run through here."""
 
 from __future__ import annotations
 
 import inspect
+import re
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -14,7 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Durability, Interrupt
 
-from agentic_loop.core.events import ProgressEvent, ProgressRelay, is_progress_event
+from agentic_loop.core.events import ProgressEvent, ProgressRelay, is_progress_event, one_line
 from agentic_loop.core.older_runs import question_kind
 from agentic_loop.core.state import AgenticResult
 
@@ -44,6 +46,24 @@ class AwaitingAnswer(RuntimeError):
 def new_thread_id(prefix: str = "run") -> str:
     """A new run's thread id: `prefix`, a dash and 8 hex digits (`run-1a2b3c4d`)."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+THREAD_ID_CHARS = 128
+_THREAD_ID = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.:-]{{0,{THREAD_ID_CHARS - 1}}}")
+
+
+def check_thread_id(thread_id: str) -> str:
+    """`thread_id` if a new run may be stored under it, else a one-line `ValueError`: ASCII
+    letters, digits, `-`, `_`, `.` and `:`, 1 to 128 of them, not starting with `.`, `-`
+    or `:`. So an id is one segment of a URL or a file name, and one word on a command
+    line. Runs stored before the rule keep their ids: reading them checks nothing."""
+    if not _THREAD_ID.fullmatch(thread_id):
+        raise ValueError(
+            f"thread id {one_line(repr(thread_id), 60)} is not allowed: use 1 to "
+            f"{THREAD_ID_CHARS} ASCII letters, digits, '-', '_', '.' and ':', starting with a "
+            "letter, a digit or '_'"
+        )
+    return thread_id
 
 
 def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig:

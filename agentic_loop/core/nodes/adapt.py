@@ -7,10 +7,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agentic_loop.core import events, prompts
+from agentic_loop.core import events
 from agentic_loop.core.conversation import removals, tool_call_records
 from agentic_loop.core.deadlines import DeadlinePassed, stopped_by_budget, timed
 from agentic_loop.core.older_runs import legacy_handover
+from agentic_loop.core.parsing import repeats_step
+from agentic_loop.core.prompts import clip
 from agentic_loop.core.replies import Reply, ask, reply_text
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticStep, StepStatus, StepTask
@@ -28,11 +30,8 @@ async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dic
     total = len(plan.steps)
     status: StepStatus
     messages = settings.fit(
-        lambda limit: prompts.adapt_messages(
-            prompts.clip(state["task"], limit),
-            step_num,
-            prompts.clip(description, limit),
-            prompts.clip(failure, limit),
+        lambda limit, _: settings.prompts.adapt_messages(
+            clip(state["task"], limit), step_num, clip(description, limit), clip(failure, limit)
         )
     )
     reply: Reply | None = None
@@ -42,7 +41,12 @@ async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dic
     else:
         try:
             reply = await timed(
-                ask(settings.model, messages, max_chars=settings.options.reply_chars),
+                ask(
+                    settings.model,
+                    messages,
+                    max_chars=settings.options.reply_chars,
+                    step_num=step_num,
+                ),
                 {**state, "step_deadline": None},
             )
         except DeadlinePassed:
@@ -51,6 +55,7 @@ async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dic
             result, reason = "", describe_error(exc, settings.model)
         else:
             result, reason = reply_text(reply, messages)
+            reason = reason or repeats_step(result, plan.steps)
     event: events.StepFailedEvent | events.StepAdaptedEvent
     if reason:
         result = f"Failed: {failure}; adaptation also failed: {reason}"
@@ -72,7 +77,7 @@ async def adapt(state: StepTask, runtime: Runtime, *, settings: Settings) -> dic
         tokens_in=running.tokens_in + tokens_in,
         tokens_out=running.tokens_out + tokens_out,
     )
-    runtime.stream_writer(event)
+    await events.emit(runtime, event)
     return {
         "steps": [step],
         "running": {str(step_num): None},

@@ -7,14 +7,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agentic_loop.core import events, prompts
+from agentic_loop.core import events
+from agentic_loop.core.prompts import clip
 from agentic_loop.core.replies import ask, reply_text
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticState, Answer
 from agentic_loop.models import describe_error
-
-RESULT_CHARS = 1000
-"""How much of each step's result the answer's prompt carries (less if the window is small)."""
 
 
 async def answer(state: AgenticState, runtime: Runtime, *, settings: Settings) -> dict[str, Any]:
@@ -22,15 +20,12 @@ async def answer(state: AgenticState, runtime: Runtime, *, settings: Settings) -
     useful = [step for step in steps if step.status in ("completed", "adapted")]
     if not useful:  # nothing to answer from; the summary already says every step failed
         return {"answer": Answer()}
+    chars = settings.prompts.answer_result_chars
     messages = settings.fit(
-        lambda limit: prompts.answer_messages(
-            prompts.clip(state["task"], limit),
-            [
-                f"{s.step_num}. {prompts.clip(s.description, limit)}: "
-                f"{prompts.clip(s.result, min(RESULT_CHARS, limit or RESULT_CHARS))}"
-                for s in useful
-            ],
-        )
+        lambda limit, results: settings.prompts.answer_messages(
+            clip(state["task"], limit), results
+        ),
+        [f"{s.step_num}. {s.description}: {clip(s.result, chars)}" for s in useful],
     )
     try:
         reply = await ask(settings.model, messages, max_chars=settings.options.reply_chars)
@@ -40,7 +35,7 @@ async def answer(state: AgenticState, runtime: Runtime, *, settings: Settings) -
     text, degenerate = reply_text(reply, messages)
     if degenerate:
         return {"answer": Answer(error=degenerate, tokens_in=tokens_in, tokens_out=tokens_out)}
-    runtime.stream_writer(events.answer_ready(plan.task_id, text, reply.cut_short))
+    await events.emit(runtime, events.answer_ready(plan.task_id, text, reply.cut_short))
     return {
         "answer": Answer(
             text=text, cut_short=reply.cut_short, tokens_in=tokens_in, tokens_out=tokens_out

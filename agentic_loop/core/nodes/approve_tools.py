@@ -15,6 +15,7 @@ from agentic_loop.core.conversation import (
     DURATION_KEY,
     REFUSED_KEY,
     pending_tool_calls,
+    quietly,
     reviewed_calls,
     tagged,
 )
@@ -75,11 +76,14 @@ async def approve_tools(state: StepTask, runtime: Runtime, *, settings: Settings
         reviewed.add(call["id"])
         if decision["action"] == "reject":
             refused.append(tagged(refusal(call, decision.get("reason", "")), step))
-            runtime.stream_writer(
-                events.tool_called(plan.task_id, step, call["name"], call["args"])
+            await events.emit(
+                runtime, events.tool_called(plan.task_id, step, call["name"], call["args"])
             )
-            runtime.stream_writer(
-                events.tool_result(plan.task_id, step, call["name"], refused[-1].text, "refused", 0)
+            await events.emit(
+                runtime,
+                events.tool_result(
+                    plan.task_id, step, call["name"], refused[-1].text, "refused", 0
+                ),
             )
         elif decision["action"] == "edit":
             edits[call["id"]] = decision["args"]
@@ -89,4 +93,4 @@ async def approve_tools(state: StepTask, runtime: Runtime, *, settings: Settings
     ]
     metadata = {**reply.response_metadata, APPROVED_KEY: sorted(reviewed)}
     answered = reply.model_copy(update={"tool_calls": calls, "response_metadata": metadata})
-    return {"messages": [answered, *refused]}
+    return {"messages": quietly([answered, *refused])}

@@ -34,8 +34,8 @@ def call_tool_node(settings: Settings) -> ToolNode:
         task: StepTask = request.state
         task_id, step = task["plan"].task_id, task["step_num"]
         call = request.tool_call
-        write = request.runtime.stream_writer
-        write(events.tool_called(task_id, step, call["name"], call["args"]))
+        runtime = request.runtime
+        await events.emit(runtime, events.tool_called(task_id, step, call["name"], call["args"]))
         started = time.perf_counter()
         try:
             outcome: ToolMessage | Command[Any] = await timed(execute(request), task)
@@ -55,10 +55,11 @@ def call_tool_node(settings: Settings) -> ToolNode:
         if isinstance(outcome, ToolMessage):
             outcome.response_metadata[DURATION_KEY] = duration_ms
             outcome = tagged(outcome, step)
-            write(
+            await events.emit(
+                runtime,
                 events.tool_result(
                     task_id, step, call["name"], outcome.text, outcome.status, duration_ms
-                )
+                ),
             )
         if failure is not None:
             return Command(update={"messages": [outcome], "running": failure})

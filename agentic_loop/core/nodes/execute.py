@@ -13,10 +13,12 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.runtime import Runtime
 
-from agentic_loop.core import events, prompts
-from agentic_loop.core.conversation import removals, tagged, tool_call_records
+from agentic_loop.core import events
+from agentic_loop.core.conversation import quietly, removals, tagged, tool_call_records
 from agentic_loop.core.deadlines import DeadlinePassed, timed, timeout_text
 from agentic_loop.core.older_runs import legacy_handover
+from agentic_loop.core.parsing import repeats_step
+from agentic_loop.core.prompts import clip
 from agentic_loop.core.replies import Reply, ask, reply_text
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticStep, RunningStep, StepTask
@@ -38,30 +40,40 @@ async def execute(state: StepTask, runtime: Runtime, *, settings: Settings) -> d
     conversation: list[BaseMessage] = list(state["messages"])
     new: list[BaseMessage] = []
     if running is None:  # the step starts
-        runtime.stream_writer(events.step_started(plan.task_id, step_num, total, description))
+        await events.emit(runtime, events.step_started(plan.task_id, step_num, total, description))
         running = RunningStep(step_num=step_num, started_at=time.time())
         new = [
             tagged(m, step_num)
             for m in settings.fit(
-                lambda limit: prompts.step_messages(
-                    prompts.clip(state["task"], limit),
+                lambda limit, earlier: settings.prompts.step_messages(
+                    clip(state["task"], limit),
                     step_num,
                     total,
-                    prompts.clip(description, limit),
-                    [prompts.clip(line, limit) for line in state["inputs"]],
+                    clip(description, limit),
+                    earlier,
                     [tool.name for tool in settings.tools],
-                )
+                ),
+                state["inputs"],
             )
         ]
         conversation = new
 
     def failed(error: str, spent: RunningStep) -> dict[str, Any]:
-        return {"running": {key: spent.model_copy(update={"failure": error})}, "messages": new}
+        return {
+            "running": {key: spent.model_copy(update={"failure": error})},
+            "messages": quietly(new),
+        }
 
     reply: Reply
     try:
         reply = await timed(
-            ask(settings.step_model, conversation, max_chars=settings.options.reply_chars), state
+            ask(
+                settings.step_model,
+                conversation,
+                max_chars=settings.options.reply_chars,
+                step_num=step_num,
+            ),
+            state,
         )
     except DeadlinePassed:
         return failed(timeout_text(state, settings), running)
@@ -83,8 +95,12 @@ async def execute(state: StepTask, runtime: Runtime, *, settings: Settings) -> d
                 f"limit of {settings.options.max_tool_calls} (max_tool_calls)"
             )
             return failed(error, running)
-        return {"running": {key: running}, "messages": [*new, tagged(reply.message, step_num)]}
+        return {
+            "running": {key: running},
+            "messages": quietly([*new, tagged(reply.message, step_num)]),
+        }
     result, degenerate = reply_text(reply, conversation[:2])
+    degenerate = degenerate or repeats_step(result, plan.steps)
     if degenerate:  # no result at all: as if the call had failed
         return failed(degenerate, running)
     step = AgenticStep(
@@ -98,8 +114,9 @@ async def execute(state: StepTask, runtime: Runtime, *, settings: Settings) -> d
         tokens_in=running.tokens_in,
         tokens_out=running.tokens_out,
     )
-    runtime.stream_writer(
-        events.step_complete(plan.task_id, step_num, total, description, result, step.duration_ms)
+    await events.emit(
+        runtime,
+        events.step_complete(plan.task_id, step_num, total, description, result, step.duration_ms),
     )
     return {
         "steps": [step],

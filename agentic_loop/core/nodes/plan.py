@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -13,7 +14,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from agentic_loop.core import events, prompts
+from agentic_loop.core import events
 from agentic_loop.core.dependencies import (
     PlannedStep,
     checked_dependencies,
@@ -23,6 +24,7 @@ from agentic_loop.core.dependencies import (
 )
 from agentic_loop.core.options import MOST_STEPS, Bound, PlanFormat
 from agentic_loop.core.parsing import parse_plan
+from agentic_loop.core.prompts import clip
 from agentic_loop.core.replies import ask
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticState, Plan
@@ -66,12 +68,14 @@ async def plan(
     with_notes = settings.plan_format == "text"
     for typed in _ATTEMPTS[settings.plan_format]:  # the next one only if this gave no plan
 
-        def build(limit: int | None, typed: bool = typed) -> list[BaseMessage]:
-            return prompts.plan_messages(
-                prompts.clip(task, limit), max_steps, typed=typed, notes=with_notes
+        def build(
+            limit: int | None, _: Sequence[str] = (), typed: bool = typed
+        ) -> list[BaseMessage]:
+            return settings.prompts.plan_messages(
+                clip(task, limit), max_steps, typed=typed, notes=with_notes
             )
 
-        limit = settings.fit_limit(build)
+        limit, _ = settings.fitting(build)
         planner = settings.model.bind(format=plan_schema(max_steps)) if typed else settings.model
         try:
             reply = await ask(planner, build(limit), max_chars=settings.options.reply_chars)
@@ -92,8 +96,8 @@ async def plan(
     depends_on, notes = checked_dependencies(
         [s.id for s in kept], [s.depends_on for s in kept], cut=[s.id for s in steps[max_steps:]]
     )
-    for note in notes:
-        logger.warning("Plan %s: %s", task_id, note)
+    for note in notes:  # the plan's event and record carry them too
+        logger.debug("Plan %s: %s", task_id, note)
     outcome = Plan(
         task_id=task_id,
         thread_id=config.get("configurable", {}).get("thread_id"),
@@ -109,10 +113,10 @@ async def plan(
         review_requested=state.get("review_plan", settings.options.review_plan),
     )
     if error:
-        runtime.stream_writer(events.plan_failed(task_id, task, error))
+        await events.emit(runtime, events.plan_failed(task_id, task, error))
     else:
-        runtime.stream_writer(
-            events.plan_ready(task_id, task, outcome.steps, outcome.depends_on, notes)
+        await events.emit(
+            runtime, events.plan_ready(task_id, task, outcome.steps, outcome.depends_on, notes)
         )
     # A thread reused for a new task starts from an empty record.
     return {

@@ -7,15 +7,17 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from agentic_loop.core import events, prompts
+from agentic_loop.core import events
 from agentic_loop.core.dependencies import sequential
 from agentic_loop.core.nodes.schedule import tokens_used
 from agentic_loop.core.parsing import clean_reply, parse_plan
+from agentic_loop.core.prompts import clip
 from agentic_loop.core.replies import ask
 from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticState, AgenticStep, Plan, PlanVersion
@@ -26,12 +28,33 @@ logger = logging.getLogger(__name__)
 _VERDICT = re.compile(r"^\W*(keep|done)\b", re.IGNORECASE)
 
 
-def read_revision(text: str) -> Literal["keep", "done"] | list[str] | None:
-    """`keep`, `done`, the steps to follow instead, or None if the reply says none of these."""
+_STATUS_NOTE = re.compile(
+    r"\s*[(\[]\s*(?:completed|adapted|failed|skipped|done|finished)\s*[)\]]\s*\.?\s*$",
+    re.IGNORECASE,
+)
+"""A status word a model copied from the finished steps into a step it writes."""
+
+
+def read_revision(
+    text: str, finished: Sequence[str] = ()
+) -> Literal["keep", "done"] | list[str] | None:
+    """`keep`, `done`, the steps to follow instead, or None if the reply says none of these.
+
+    The steps come without status notes ("(completed)"), and without the `finished` steps
+    a model lists again: a list of nothing but those is `keep`."""
     text = clean_reply(text)
     if (match := _VERDICT.match(text)) is not None:
         return "keep" if match[1].lower() == "keep" else "done"
-    return parse_plan(text) or None
+    steps = [_STATUS_NOTE.sub("", step) for step in parse_plan(text)]
+    if not steps:
+        return None
+    done = {_plain(step) for step in finished}
+    new = [step for step in steps if _plain(step) not in done]
+    return new or "keep"
+
+
+def _plain(step: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", step.lower()).split())
 
 
 def revised_plan(
@@ -67,8 +90,9 @@ def revised_plan(
     return revised, [s.model_copy(update={"step_num": number[s.step_num]}) for s in kept]
 
 
-def _finished(steps: list[AgenticStep], chars: int) -> list[str]:
-    return [f"{s.step_num}. {s.description} ({s.status}): {s.result[:chars]}" for s in steps]
+def _finished(steps: list[AgenticStep], chars: int | None) -> list[str]:
+    # No status words: a model copies them into the steps it writes back.
+    return [f"{s.step_num}. {s.description}: {clip(s.result, chars)}" for s in steps]
 
 
 def budget_left(state: AgenticState, settings: Settings) -> str:
@@ -91,22 +115,19 @@ async def replan(state: AgenticState, runtime: Runtime, *, settings: Settings) -
     left = [step for n, step in enumerate(plan.steps, 1) if n not in done]
     room = plan.max_steps - len(finished)
     messages = settings.fit(
-        lambda limit: prompts.replan_messages(
-            prompts.clip(state["task"], limit),
-            _finished(
-                finished, min(settings.options.result_chars, limit or settings.options.result_chars)
-            ),
-            [prompts.clip(step, limit) for step in left],
+        lambda limit, done: settings.prompts.replan_messages(
+            clip(state["task"], limit),
+            done,
+            [clip(step, limit) for step in left],
             max(room, 0),
             budget_left(state, settings),
-        )
+        ),
+        _finished(finished, settings.result_chars),
     )
     try:
         reply = await ask(settings.model, messages, max_chars=settings.options.reply_chars)
     except Exception as exc:  # the plan runs as it stands
-        logger.warning(
-            "Replanning failed, keeping the plan: %s", describe_error(exc, settings.model)
-        )
+        logger.debug("Replanning failed, keeping the plan: %s", describe_error(exc, settings.model))
         return {"plan": asked}
     tokens_in, tokens_out = reply.tokens
     asked = asked.model_copy(
@@ -115,9 +136,9 @@ async def replan(state: AgenticState, runtime: Runtime, *, settings: Settings) -
             "tokens_out": asked.tokens_out + tokens_out,
         }
     )
-    revision = read_revision(reply.message.text)
+    revision = read_revision(reply.message.text, [s.description for s in finished])
     if revision is None:
-        logger.warning(
+        logger.debug(
             "Replanning gave no KEEP, DONE or list of steps, keeping the plan: %r",
             reply.message.text[:200],
         )
@@ -126,10 +147,11 @@ async def replan(state: AgenticState, runtime: Runtime, *, settings: Settings) -
         return {"plan": asked}
     revised, renumbered = revised_plan(asked, finished, revision)
     version = revised.versions[-1]
-    runtime.stream_writer(
+    await events.emit(
+        runtime,
         events.plan_revised(
             plan.task_id, len(revised.versions), version.after_step, version.change, version.steps
-        )
+        ),
     )
     update: dict[str, Any] = {"plan": revised}
     if renumbered != finished:

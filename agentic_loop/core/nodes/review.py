@@ -63,7 +63,7 @@ async def review(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
             answer = interrupt({**request, "problem": str(exc)})
     outcome = reviewed_plan(plan, decision)
     assert outcome.review is not None, "reviewed_plan says how the reviewer answered"
-    runtime.stream_writer(
-        events.plan_reviewed(plan.task_id, outcome.review, outcome.steps, outcome.error)
+    await events.emit(
+        runtime, events.plan_reviewed(plan.task_id, outcome.review, outcome.steps, outcome.error)
     )
     return {"plan": outcome}

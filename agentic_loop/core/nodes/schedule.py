@@ -100,10 +100,11 @@ async def schedule(state: AgenticState, runtime: Runtime, *, settings: Settings)
     update, skipped = round_update(state, settings, time.time())
     plan = state["plan"]
     for step, reason in skipped:
-        runtime.stream_writer(
+        await events.emit(
+            runtime,
             events.step_skipped(
                 plan.task_id, step.step_num, len(plan.steps), step.description, reason
-            )
+            ),
         )
     return update
 

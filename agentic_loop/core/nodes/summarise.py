@@ -18,24 +18,21 @@ from agentic_loop.core.state import (
 )
 
 
-def run_status(
-    steps: list[AgenticStep], total: int, planned: int, plan_error: str | None
-) -> RunStatus:
+def run_status(steps: list[AgenticStep], total: int, plan_error: str | None) -> RunStatus:
     """`failed` when nothing could be done, `partial` when some of it was (a step failed,
-    was skipped or did not run), else `completed`."""
+    was skipped or did not run), else `completed`. A plan cut to `max_steps` is the
+    user's own choice, not a failure: the status comes from the steps kept."""
     done = [s for s in steps if s.status in ("completed", "adapted")]
     if plan_error or not total or (steps and not done):
         return "failed"
-    if planned > total or len(done) < total:
-        return "partial"
-    return "completed"
+    return "partial" if len(done) < total else "completed"
 
 
 def summary_text(
     task: str, steps: list[AgenticStep], total: int, planned: int, max_steps: int
 ) -> str:
-    """`"<task>: Completed X/Y steps, N adapted, M failed, K skipped."`, then what was cut
-    or not run."""
+    """`"<task>: Completed X/Y steps, N adapted, M failed, K skipped."`, Y the steps of
+    the plan as last shown; then what `max_steps` cut and what did not run."""
     counts = {
         status: sum(s.status == status for s in steps)
         for status in ("completed", "adapted", "failed", "skipped")
@@ -44,10 +41,8 @@ def summary_text(
     parts += [f"{counts[s]} {s}" for s in ("adapted", "failed", "skipped") if counts[s]]
     text = f"{task}: {', '.join(parts)}."
     if planned > total:
-        text += (
-            f" The plan had {planned} steps; only the first {total} ran (max_steps={max_steps})."
-        )
-    elif len(steps) < total:
+        text += f" Planned {planned} steps, kept {total} (max_steps={max_steps})."
+    if len(steps) < total:
         text += f" Only {len(steps)} of the {total} planned steps ran."
     return text
 
@@ -79,7 +74,7 @@ def budget_note(budget: Budget | None) -> str:
 async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
     plan, steps = state["plan"], sorted(state.get("steps", []), key=lambda s: s.step_num)
     total = len(plan.steps)
-    status = run_status(steps, total, plan.planned_count, plan.error)
+    status = run_status(steps, total, plan.error)
     answer = state.get("answer")
     budget = state.get("budget_spent")
     summary = plan.error or (
@@ -104,7 +99,8 @@ async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
         tokens_out=plan.tokens_out + sum(s.tokens_out for s in steps) + answer_tokens[1],
         budget_spent=budget,
     )
-    runtime.stream_writer(
+    await events.emit(
+        runtime,
         events.task_complete(
             result.task_id,
             status,
@@ -114,6 +110,6 @@ async def summarise(state: AgenticState, runtime: Runtime) -> dict[str, Any]:
             result.total_duration_ms,
             result.tokens_in,
             result.tokens_out,
-        )
+        ),
     )
     return {"result": result}

@@ -13,13 +13,16 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, cast
+from urllib.parse import quote
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -30,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agentic_loop.core.answers import typed_step
+from agentic_loop.core.answers import typed_args, typed_step
 from agentic_loop.core.options import MODEL_ENV, MOST_STEPS, LoopOptions
 from agentic_loop.faces.drawing import DrawingError, format_duration, render, run_picture
 from agentic_loop.faces.web import security
@@ -67,6 +70,27 @@ STATUSES = (
     "unreadable",
 )
 MOST_TASK_CHARS = 20_000
+RUN_PAGES = ("picture.svg", "answer", "cancel", "resume", "ws")
+"""The pages under a run's own, `/runs/ID/...`."""
+
+
+class ThreadIdConvertor(Convertor[str]):
+    """A thread id in a path: quoted whole in links (`quote(id, safe="")`), so that one
+    stored before `check_thread_id` with a `/` in it (`%2F`, decoded before routing) still
+    names its run; never ending in one of `RUN_PAGES`, so that `GET /runs/ID/answer` is
+    that POST route's 405, not a page of a run `ID/answer`."""
+
+    regex = ".+?" + "".join(f"(?<!/{re.escape(page)})" for page in RUN_PAGES)
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+register_url_convertor("thread_id", ThreadIdConvertor())
+
 ERROR_STATUS: dict[type[Exception], int] = {
     UnknownThread: 404,
     ThreadTaken: 409,
@@ -116,14 +140,14 @@ def create_app(
             Route("/", runs_page),
             Route("/new", new_page),
             Route("/runs", start, methods=["POST"]),
-            Route("/runs/{thread_id}", run_page),
-            Route("/runs/{thread_id}/picture.svg", picture),
-            Route("/runs/{thread_id}/answer", answer, methods=["POST"]),
-            Route("/runs/{thread_id}/cancel", cancel, methods=["POST"]),
-            Route("/runs/{thread_id}/resume", resume, methods=["POST"]),
-            WebSocketRoute("/runs/{thread_id}/ws", watch),
+            Route("/runs/{thread_id:thread_id}", run_page),
+            Route("/runs/{thread_id:thread_id}/picture.svg", picture),
+            Route("/runs/{thread_id:thread_id}/answer", answer, methods=["POST"]),
+            Route("/runs/{thread_id:thread_id}/cancel", cancel, methods=["POST"]),
+            Route("/runs/{thread_id:thread_id}/resume", resume, methods=["POST"]),
+            WebSocketRoute("/runs/{thread_id:thread_id}/ws", watch),
             Route("/api/runs", runs_api),
-            Route("/api/runs/{thread_id}", run_api),
+            Route("/api/runs/{thread_id:thread_id}", run_api),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(security.Guard, token=token)],
@@ -149,6 +173,8 @@ templates = Jinja2Templates(
     )
 )
 templates.env.filters["duration"] = format_duration
+# Jinja's own `urlencode` keeps `/`; a thread id in a link is one path segment, `/` and all.
+templates.env.filters["urlencode"] = lambda value: quote(str(value), safe="")
 templates.env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
 
 
@@ -263,9 +289,9 @@ async def answer(request: Request) -> Response:
         reply = {"action": "edit", "steps": [step for step in steps if step]}
     elif action == "edit":
         try:
-            args = json.loads(_text(form, "args"))
-        except json.JSONDecodeError as exc:
-            _bad(422, f"the arguments are not JSON ({exc.msg}); write them as a JSON object")
+            args = typed_args(_text(form, "args"))
+        except ValueError as exc:
+            _bad(422, str(exc))
         reply = {"action": "edit", "args": args}
     await runs.launch(
         thread_id,

@@ -4,25 +4,27 @@
   127.0.0.1`, `localhost`, `[::1]`), which also stops a web page from reaching it by
   pointing a name of its own at 127.0.0.1 (DNS rebinding).
 - With a token, every page, API call and WebSocket needs it: `?token=` once (the app then
-  keeps it in an HttpOnly, SameSite=Strict cookie and drops it from the address), the
+  keeps it in an HttpOnly, SameSite=Strict cookie and drops it from the address, sending
+  the browser to the same path on this site: `//host` or `/\\host` never leads away), the
   cookie, or an `Authorization: Bearer` header. Without it: 401.
 - Requests that change something (every POST, and the WebSocket handshake) must not come
   from another site: an `Origin` that is not the app's own, or `Sec-Fetch-Site:
   cross-site`, is refused with 403. Forms also carry a CSRF value that must match a
-  SameSite=Strict cookie (`check_csrf`), unless the request holds the token in its
-  `Authorization` header, which no other site can make a browser send.
+  SameSite=Strict cookie (`check_csrf`) and be as long as the values the app makes,
+  unless the request holds the token in its `Authorization` header, which no other site
+  can make a browser send.
 - Every response says what a page may load (`Content-Security-Policy`: scripts, styles
   and images from the app only, no inline script) and that it is not to be framed.
 """
 
 from __future__ import annotations
 
-import hmac
+import re
 import secrets
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote_from_bytes, urlencode, urlsplit
 
-from starlette.datastructures import URL, Headers
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +35,9 @@ CSRF_COOKIE = "agentic_loop_csrf"
 CSRF_FIELD = "csrf"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_CHARS = 32
+"""The length of the CSRF values the app makes (`secrets.token_urlsafe(24)`); a shorter
+value, an empty one above all, is no value."""
 
 
 def new_token() -> str:
@@ -89,7 +94,7 @@ class Guard:
             and connection.query_params.get("token")
             and scope["method"] in SAFE_METHODS
         ):  # keep the token in a cookie, out of the address bar and history
-            await _keep_token(connection.url, self.token)(scope, receive, send)
+            await _keep_token(connection, self.token)(scope, receive, send)
             return
         await self.app(scope, receive, _with_headers(send, host))
 
@@ -122,7 +127,7 @@ class Guard:
             connection.query_params.get("token"),
         ]
         return any(
-            value is not None and hmac.compare_digest(value.encode(), self.token.encode())
+            value is not None and secrets.compare_digest(value.encode(), self.token.encode())
             for value in given
         )
 
@@ -158,13 +163,31 @@ def wants_json(connection: HTTPConnection) -> bool:
     return connection.url.path.startswith("/api/") or "application/json" in accepts
 
 
-def _keep_token(url: URL, token: str) -> Response:
+def _keep_token(connection: HTTPConnection, token: str) -> Response:
     """Back to the same address without the token, which goes into a cookie instead."""
-    kept = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "token"]
-    query = urlencode(kept)
-    response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
+    given = parse_qsl(connection.url.query, keep_blank_values=True)
+    query = urlencode([(key, value) for key, value in given if key != "token"])
+    path = _same_site_path(connection.scope)
+    response = RedirectResponse(path + (f"?{query}" if query else ""), status_code=303)
     response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
     return response
+
+
+_LEADING_SLASHES = re.compile(r"^(?:/|%2f|%5c)+", re.IGNORECASE)
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+"""What stays as it is in a path sent back: RFC 3986's path characters, and `%` to keep
+what the request encoded (`%2F` in a thread id) encoded."""
+
+
+def _same_site_path(scope: Scope) -> str:
+    """The request's path as it came, for a `Location` that stays on this site: any other
+    byte (a `\\`, a control character, a space) percent-encoded, and the slashes and
+    backslashes it starts with, plain or encoded, made one `/`. So `//evil.example/`,
+    `/\\evil.example/` or `/%2F%2Fevil.example/` go to `/evil.example/` here, never to
+    that host."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = quote_from_bytes(raw.partition(b"?")[0], safe=_PATH_SAFE)
+    return "/" + _LEADING_SLASHES.sub("", path)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
@@ -202,7 +225,7 @@ def csrf_value(request: Request) -> tuple[str, bool]:
     """The CSRF value for the forms of a page, and whether it is new (to be set as a cookie
     with `remember_csrf`)."""
     kept = request.cookies.get(CSRF_COOKIE)
-    if kept and len(kept) >= 16:
+    if kept and len(kept) >= CSRF_CHARS:
         return kept, False
     return secrets.token_urlsafe(24), True
 
@@ -212,15 +235,17 @@ def remember_csrf(response: Response, value: str) -> None:
 
 
 def check_csrf(request: Request, form: Any, token: str | None) -> bool:
-    """Whether a POST carries the CSRF value of its browser, or the app's token in its
-    `Authorization` header."""
+    """Whether a POST carries the CSRF value of its browser (as long as those the app
+    makes: an empty or short one is none), or the app's token in its `Authorization`
+    header."""
     bearer = bearer_token(request.headers)
     if token is not None and bearer is not None:
-        return hmac.compare_digest(bearer.encode(), token.encode())
+        return secrets.compare_digest(bearer.encode(), token.encode())
     kept = request.cookies.get(CSRF_COOKIE)
     given = form.get(CSRF_FIELD)
     return (
         isinstance(given, str)
         and kept is not None
-        and hmac.compare_digest(given.encode(), kept.encode())
+        and len(kept) >= CSRF_CHARS
+        and secrets.compare_digest(given.encode(), kept.encode())
     )
