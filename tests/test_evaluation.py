@@ -121,7 +121,11 @@ def test_a_reply_that_only_calls_a_tool_is_no_flaw() -> None:
         ('{"reason": "Names Friday.", "score": 4}', 4, "Names Friday."),
         ('Sure: {"score": 2, "reasoning": "Vague."} Hope it helps', 2, "Vague."),
         ('{ "reason": "Fine {mostly}:\n\nDear Sam", "score" : 5} ', 5, "Fine {mostly}: Dear Sam"),
-        ('{"reason": "Cut short', None, "no score in the judge's reply: '{\"reason\": \"Cut short'"),
+        (
+            '{"reason": "Cut short',
+            None,
+            "no score in the judge's reply: '{\"reason\": \"Cut short'",
+        ),
         ("Score: 3 - half of the rubric", 3, "half of the rubric"),
         ("It does most of it, 4/5.", 4, "It does most of it"),
         ("5", 5, ""),

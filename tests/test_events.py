@@ -80,6 +80,12 @@ CASES: list[tuple[Any, tuple[Any, ...], str, set[str]]] = [
         {"task_id", "step", "tool", "result", "status", "duration_ms"},
     ),
     (
+        events.tool_cut_off,
+        ("t", 1, "send", {"to": "a"}, "asked"),
+        events.TOOL_CUT_OFF,
+        {"task_id", "step", "tool", "args", "action"},
+    ),
+    (
         events.answer_ready,
         ("t", LONG, False),
         events.ANSWER_READY,
@@ -107,7 +113,7 @@ ITEM_TYPES = typing.get_args(events.ProgressEvent)
 
 def test_every_event_has_one_case_and_one_typed_item() -> None:
     assert {name for _, _, name, _ in CASES} == events.NAMES
-    assert len(CASES) == len(ITEM_TYPES) == 13
+    assert len(CASES) == len(ITEM_TYPES) == 14
 
 
 @pytest.mark.parametrize(("make", "args", "name", "keys"), CASES, ids=[c[2] for c in CASES])

@@ -71,7 +71,7 @@ def closed_port() -> int:
 
 REFUSALS = {
     "--tools": (["--tools", "no_such_module:TOOLS"], "--tools: no module no_such_module"),
-    "--mcp": (["--mcp", "{servers}"], "MCP server 'broken' ("),
+    "--mcp": (["--mcp", "{servers}"], 'has neither "command" (stdio) nor "url"'),
     "--model": (["--model", "nowhere:model"], "unknown model 'nowhere:model'"),
     "OLLAMA_HOST": ([], "Ollama is not reachable at http://127.0.0.1:"),
 }
@@ -82,8 +82,7 @@ def test_a_refused_run_makes_no_store_nor_its_folder(
     refusal: str, tmp_path: Path, server: OllamaTestServer
 ) -> None:
     servers = tmp_path / "servers.json"
-    broken = {"command": str(tmp_path / "no-such-server")}
-    servers.write_text(json.dumps({"mcpServers": {"broken": broken}}))
+    servers.write_text(json.dumps({"mcpServers": {"broken": {"args": ["serve"]}}}))
     flags, says = REFUSALS[refusal]
     flags = [flag.format(servers=servers) for flag in flags]
     env = {"OLLAMA_HOST": f"127.0.0.1:{closed_port()}"} if refusal == "OLLAMA_HOST" else {}

@@ -39,6 +39,7 @@ PRINTS = {
     "Tools in steps": "1 weather {'city': 'Brighton'} success Sunny and 21 °C in Brighton.",
     "Inside a bigger graph": "completed Book the hotel by the sea.",
     "Tools for an outer chat agent": "completed: Organise an offsite: Completed 2/2 steps.",
+    "Progress events": "[('plan', None), ('execute', 1), ('execute', 2), ('answer', None)]",
 }
 
 plan_then_steps = plan_or_step(["Choose a place", "Book the hotel"])

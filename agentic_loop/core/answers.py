@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from agentic_loop.core.state import PlanReview, ToolApproval
 
 QuestionKind = Literal["plan_review", "tool_approval"]
-"""What a paused run asks: a review of its plan, or approval of a tool call."""
+"""What a paused run asks: a review of its plan, or approval of a tool call. A tool call
+that was cut off when the run stopped is asked about as a tool approval whose request says
+`cut_off: true`: whether to run it again."""
 
 _NUMBERING = re.compile(r"^\s*\d+[.)]\s*")
 
@@ -63,8 +65,15 @@ def read_review(answer: object, max_steps: int) -> PlanReview:
     return {"action": "approve"}
 
 
-def read_approval(answer: object) -> ToolApproval:
-    """The reviewer's answer in its full form; ValueError says what a valid answer is."""
+def read_approval(answer: object, *, cut_off: bool = False) -> ToolApproval:
+    """The reviewer's answer in its full form; ValueError says what a valid answer is. For
+    a call that was `cut_off` (run it again?), an edit is no answer: it runs again as it
+    was, or not at all."""
+    if cut_off and isinstance(answer, dict) and answer.get("action") == "edit":
+        raise ValueError(
+            "this call was cut off: it runs again as it was, or not at all; answer "
+            "'approve' to run it again or 'reject'"
+        )
     if answer is True or answer == "approve":
         return {"action": "approve"}
     if answer is False or answer == "reject":

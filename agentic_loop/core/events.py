@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, Typ
 
 if TYPE_CHECKING:  # kept out of import time: `agentic-loop --help` reads `one_line`
     from agentic_loop.core.state import (
+        CutOffAction,
         PlanChange,
         ReviewOutcome,
         RunStatus,
@@ -43,6 +44,7 @@ STEP_FAILED: Final = "agentic.step_failed"
 STEP_SKIPPED: Final = "agentic.step_skipped"
 TOOL_CALLED: Final = "agentic.tool_called"
 TOOL_RESULT: Final = "agentic.tool_result"
+TOOL_CUT_OFF: Final = "agentic.tool_cut_off"
 ANSWER_READY: Final = "agentic.answer_ready"
 TASK_COMPLETE: Final = "agentic.task_complete"
 
@@ -186,6 +188,18 @@ class ToolResultData(TypedDict):
     duration_ms: int
 
 
+class ToolCutOffData(TypedDict):
+    task_id: str
+    step: int
+    tool: str
+    args: str
+    """A preview of the arguments, as JSON."""
+    action: CutOffAction
+    """What becomes of the call: `rerun` (an idempotent tool, with the same key), `asked`
+    (a person is asked whether to run it again), `approved` or `declined` (their answer),
+    or `unknown` (not run again; the model is told its outcome is unknown)."""
+
+
 class AnswerReadyData(TypedDict):
     task_id: str
     answer: str
@@ -266,6 +280,11 @@ class ToolResultEvent(TypedDict):
     data: ToolResultData
 
 
+class ToolCutOffEvent(TypedDict):
+    event: Literal["agentic.tool_cut_off"]
+    data: ToolCutOffData
+
+
 class AnswerReadyEvent(TypedDict):
     event: Literal["agentic.answer_ready"]
     data: AnswerReadyData
@@ -288,6 +307,7 @@ ProgressEvent = (
     | StepSkippedEvent
     | ToolCalledEvent
     | ToolResultEvent
+    | ToolCutOffEvent
     | AnswerReadyEvent
     | TaskCompleteEvent
 )
@@ -306,6 +326,7 @@ NAMES: Final = frozenset(
         STEP_SKIPPED,
         TOOL_CALLED,
         TOOL_RESULT,
+        TOOL_CUT_OFF,
         ANSWER_READY,
         TASK_COMPLETE,
     }
@@ -477,6 +498,18 @@ def tool_result(
             "status": status,
             "duration_ms": duration_ms,
         },
+    }
+
+
+def tool_cut_off(
+    task_id: str, step: int, tool: str, args: dict[str, Any], action: CutOffAction
+) -> ToolCutOffEvent:
+    """A call that was cut off when its run stopped (it started, and whether it took effect
+    is unknown) is found on resume; `action` says what becomes of it."""
+    preview = one_line(json.dumps(args, ensure_ascii=False, default=str))
+    return {
+        "event": TOOL_CUT_OFF,
+        "data": {"task_id": task_id, "step": step, "tool": tool, "args": preview, "action": action},
     }
 
 

@@ -58,13 +58,19 @@ class ToolOptions:
     when it names no tools."""
 
     imports: tuple[str, ...] = ()
-    """`package.module:attribute` specs (`--tools`, may repeat)."""
+    """`package.module:attribute` specs (`--tools`, may repeat), each perhaps after a prefix
+    for its tools' names and `=` (`files_=my_tools:TOOLS`)."""
     mcp_config: str | None = None
     """Absolute path of an `mcpServers` JSON file (`--mcp`)."""
     workspace: str | None = None
     """Absolute path of the folder the file tools may touch (`--workspace`)."""
     import_root: str | None = None
     """Absolute folder `imports` are found from: the current folder of `run`."""
+    workspace_prefix: str | None = None
+    """Put before the names of the workspace's file tools (`--workspace-prefix`)."""
+    idempotent_tools: tuple[str, ...] = ()
+    """Tools (by the names the model sees) safe to call again (`--idempotent-tool`): marked
+    with `metadata["idempotent"] = True`."""
 
     @classmethod
     def from_cli(
@@ -72,8 +78,15 @@ class ToolOptions:
         imports: Sequence[str] = (),
         mcp_config: str | Path | None = None,
         workspace: str | Path | None = None,
+        *,
+        workspace_prefix: str | None = None,
+        idempotent_tools: Sequence[str] = (),
     ) -> ToolOptions:
         """The options as given on the command line, with paths made absolute and checked."""
+        if workspace_prefix is not None and workspace is None:
+            raise ToolSetupError("--workspace-prefix needs --workspace, whose tools it names")
+        if idempotent_tools and not (imports or mcp_config or workspace):
+            raise ToolSetupError("--idempotent-tool needs tools: add --tools, --mcp or --workspace")
         if mcp_config is not None:
             mcp_config = Path(mcp_config).expanduser().resolve()
             if not mcp_config.is_file():
@@ -89,6 +102,8 @@ class ToolOptions:
             mcp_config=str(mcp_config) if mcp_config is not None else None,
             workspace=str(workspace) if workspace is not None else None,
             import_root=str(Path.cwd()) if imports else None,
+            workspace_prefix=workspace_prefix,
+            idempotent_tools=tuple(idempotent_tools),
         )
 
     def to_metadata(self) -> dict[str, Any]:
@@ -98,6 +113,8 @@ class ToolOptions:
             "mcp_config": self.mcp_config,
             "workspace": self.workspace,
             "import_root": self.import_root,
+            "workspace_prefix": self.workspace_prefix,
+            "idempotent_tools": list(self.idempotent_tools),
         }
         return {key: value for key, value in data.items() if value}
 
@@ -110,6 +127,8 @@ class ToolOptions:
             mcp_config=data.get("mcp_config"),
             workspace=data.get("workspace"),
             import_root=data.get("import_root"),
+            workspace_prefix=data.get("workspace_prefix"),
+            idempotent_tools=tuple(data.get("idempotent_tools", ())),
         )
 
     def __bool__(self) -> bool:

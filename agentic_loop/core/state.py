@@ -16,6 +16,10 @@ StepStatus = Literal["completed", "adapted", "failed", "skipped"]
 ReplanMode = Literal["on_failure", "after_each_step", "never"]
 PlanChange = Literal["planned", "replaced", "done"]
 ToolCallStatus = Literal["success", "error", "refused"]
+CutOffAction = Literal["rerun", "asked", "approved", "declined", "unknown"]
+"""What became of a tool call cut off when its run stopped: run again with the same key
+(an idempotent tool); asked about, then `approved` to run again or `declined`; or not run
+again, the model told that its outcome is `unknown`."""
 RunStatus = Literal["completed", "partial", "failed"]
 ReviewOutcome = Literal["approved", "edited", "rejected"]
 Budget = Literal["max_seconds", "max_tokens"]

@@ -170,9 +170,10 @@ def run(
         list[str] | None,
         typer.Option(
             "--tools",
-            metavar="MODULE:ATTR",
+            metavar="[PREFIX=]MODULE:ATTR",
             help="Tools the steps may call: package.module:attribute, a list of tools or a "
-            "function returning one, found from this folder or installed packages. May repeat.",
+            "function returning one, found from this folder or installed packages; PREFIX= "
+            "puts PREFIX before their names. May repeat.",
         ),
     ] = None,
     mcp: Annotated[
@@ -181,7 +182,8 @@ def run(
             "--mcp",
             metavar="FILE",
             help="An mcpServers JSON file (the format Claude Desktop, Cursor and VS Code "
-            "share): the servers' tools go to the steps.",
+            "share): the servers' tools go to the steps. Each server starts once a run; an "
+            "entry's \"toolPrefix\" goes before its tools' names.",
         ),
     ] = None,
     workspace: Annotated[
@@ -191,6 +193,22 @@ def run(
             metavar="DIR",
             help="A folder the steps may list, read, write and edit files in; nothing "
             "outside it is touched.",
+        ),
+    ] = None,
+    workspace_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--workspace-prefix",
+            metavar="PREFIX",
+            help="Put PREFIX before the names of the --workspace tools (read_file ...).",
+        ),
+    ] = None,
+    idempotent_tool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--idempotent-tool",
+            metavar="NAME",
+            help="Mark this tool as safe to call again (its metadata's idempotent). May repeat.",
         ),
     ] = None,
     approve_tools: Annotated[
@@ -300,7 +318,13 @@ def run(
         except ValueError as exc:  # before the store opens: nothing is made for it
             _fail(str(exc))
     try:
-        tool_options = ToolOptions.from_cli(tools or (), mcp, workspace)
+        tool_options = ToolOptions.from_cli(
+            tools or (),
+            mcp,
+            workspace,
+            workspace_prefix=workspace_prefix,
+            idempotent_tools=idempotent_tool or (),
+        )
     except ToolSetupError as exc:
         _fail(str(exc))
     if (approve_tools or approve_tool) and not tool_options:
@@ -414,6 +438,11 @@ def show(
         typer.echo(to_json(payload))
         return
     print_run(console(), stored)
+    if stored.options.tools.mcp_config:
+        from agentic_loop.step_tools.mcp_logs import mcp_log_path
+
+        log = mcp_log_path(_location(db), stored.thread_id)
+        console().print(f"\nMCP servers' stderr: {log}", highlight=False, markup=False)
 
 
 @app.command()

@@ -66,6 +66,8 @@ def ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
         display.stop()
         console = display.console
         args = json.dumps(request["args"], ensure_ascii=False)
+        if request.get("cut_off"):
+            return _ask_rerun(console, request, args)
         console.print(
             f"Step {request['step']} wants to call [bold]{escape(request['tool'])}[/] "
             f"with {escape(args)}",
@@ -91,6 +93,36 @@ def ask_approval(display: TerminalProgress) -> Callable[[dict[str, Any]], Any]:
             console.print("Answer a, e or r.", highlight=False)
 
     return ask
+
+
+def _ask_rerun(console: Console, request: dict[str, Any], args: str) -> Any:
+    """Whether a tool call that was cut off when its run stopped may run again. It runs
+    again as it was, or not at all: there is no edit; the default is not to."""
+    console.print(
+        f"Step {request['step']}'s call of [bold]{escape(request['tool'])}[/] with "
+        f"{escape(args)} was cut off when the run stopped: it started, and whether it took "
+        "effect is unknown.",
+        highlight=False,
+    )
+    if request.get("problem"):
+        console.print(f"[red]{escape(request['problem'])}[/]", highlight=False)
+    while True:
+        choice = _ask(console, "Run it again? [a]pprove, [r]eject (r): ").strip().lower() or "r"
+        if choice in ("a", "approve", "y", "yes"):
+            return "approve"
+        if choice in ("r", "reject", "n", "no"):
+            return {"action": "reject", "reason": _ask(console, "Why? (optional): ")}
+        console.print("Answer a or r.", highlight=False)
+
+
+CUT_OFF_NOTES = {
+    "rerun": "its tool is idempotent: it runs again, with the same key",
+    "asked": "asking whether to run it again",
+    "approved": "approved: it runs again",
+    "declined": "not run again, as answered: the model is told its outcome is unknown",
+    "unknown": "not run again: the model is told its outcome is unknown",
+}
+"""What the terminal says of a tool call found cut off, by what becomes of it."""
 
 
 def print_runs(console: Console, runs: list[StoredRun]) -> None:
@@ -341,6 +373,13 @@ class TerminalProgress:
             mark = "[green]↳[/]" if back["status"] == "success" else f"[red]↳ {back['status']}[/]"
             print_line(
                 f"    {mark} {escape(one_line(back['result']))} [dim]({back['duration_ms']} ms)[/]",
+                highlight=False,
+            )
+        elif item["event"] == events.TOOL_CUT_OFF:
+            cut = item["data"]
+            print_line(
+                f"  [yellow]⚠[/] {escape(cut['tool'])} {escape(one_line(cut['args']))} was cut "
+                f"off when the run stopped; {CUT_OFF_NOTES[cut['action']]}",
                 highlight=False,
             )
         elif item["event"] == events.PLAN_REVISED:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import time
 import weakref
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tools import StructuredTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -33,8 +35,10 @@ from agentic_loop.core.events import Broadcaster, OnProgress, ProgressRelay
 from agentic_loop.core.graph import create_agentic_loop
 from agentic_loop.core.older_runs import question_kind
 from agentic_loop.core.options import DEFAULT_MAX_STEPS, MOST_STEPS, LoopOptions, ToolSetupError
+from agentic_loop.core.settings import Settings
 from agentic_loop.core.state import AgenticResult
 from agentic_loop.models import check_ollama, load_model, model_spec_from_env, resolve_spec
+from agentic_loop.runs.call_store import call_store
 from agentic_loop.runs.history import Checkpoint, fork_from_step, planning_point, run_history
 from agentic_loop.runs.leases import Holder, RunBusy, current_holder, hold_run
 from agentic_loop.runs.records import StoredRun, list_runs, load_run
@@ -55,7 +59,8 @@ from agentic_loop.runs.streaming import (
     stream_run,
     with_thread,
 )
-from agentic_loop.step_tools import load_tools
+from agentic_loop.step_tools.loading import PreparedTools, prepare_tools
+from agentic_loop.step_tools.mcp_logs import mcp_log_path
 
 __all__ = [
     "BadAnswer",
@@ -78,6 +83,8 @@ __all__ = [
 
 LOOPS_KEPT = 32
 """How many compiled loops (one per model, tools and options) a service keeps."""
+
+Graph = CompiledStateGraph[Any, Any, Any, Any]
 
 
 class ServiceError(Exception):
@@ -223,13 +230,17 @@ class RunService:
         options: LoopOptions | None = None,
         busy_wait_s: float = 0.0,
         durability: Durability = "sync",
+        location: str | Path | None = None,
     ) -> None:
         """`where` names the store in messages; `model_factory` builds each run's model
         (default: from its spec, `default_model_factory`). One compiled loop serves every
-        run of the same model, options and tools. With `graph`, every run runs on that
-        compiled loop instead (its model, tools and settings), and `saver` should be its
-        checkpointer; `options`, if given, are what it was built with, recorded with each
-        run. Without a saver nothing is stored: runs cannot pause or be read.
+        run of the same model, options and tools; a run with MCP servers gets a loop of
+        its own, over the sessions its servers start (`_tools_of_run`), their stderr going
+        to a log beside the store at `location` (`mcp_log_path`). With `graph`, every run
+        runs on that compiled loop instead (its model, tools and settings), and `saver`
+        should be its checkpointer; `options`, if given, are what it was built with,
+        recorded with each run. Without a saver nothing is stored: runs cannot pause or be
+        read.
 
         A thread runs in one place at a time: a second runner of it is refused at once
         (`leases.RunBusy` naming the holder, or `RunActive` in this process), or with
@@ -243,9 +254,8 @@ class RunService:
         self._model_factory = model_factory or default_model_factory
         self._busy_wait_s = busy_wait_s
         self._durability = durability
-        self._graphs: dict[
-            LoopOptions, tuple[CompiledStateGraph[Any, Any, Any, Any], list[str]]
-        ] = {}
+        self._location = location
+        self._loops: dict[LoopOptions, _Loop] = {}
         self._background: dict[str, asyncio.Task[Outcome]] = {}
         self._unstored: set[str] = set()
 
@@ -267,12 +277,18 @@ class RunService:
 
         `starting` is the options of a run about to start: the store is checked, then its
         model and tools are made ready (a `BadSetup` if they cannot be), before the store
-        is opened, so that a run that cannot start leaves no store behind."""
+        is opened, so that a run that cannot start leaves no store behind. Its MCP servers
+        are not started yet (their file is read): that is the run's to do, once."""
         location = store_location(location)
-        service = cls(None, where=describe_location(location), model_factory=model_factory)
+        service = cls(
+            None,
+            where=describe_location(location),
+            model_factory=model_factory,
+            location=location,
+        )
         if starting is not None:
             await check_store(location)  # a store it could not use is said first
-            await service._graph_for(starting)
+            await service._loop_for(starting)
         async with open_store(location, read_only=read_only, create=create) as saver:
             service.saver = saver  # the loops made ready meanwhile take it on first use
             try:
@@ -305,7 +321,16 @@ class RunService:
             return stored
         here = self.is_running(stored.thread_id)
         holder = None if here else await self.holder(stored.thread_id)
-        return stored.seen_running(here=here, holder=holder)
+        seen = stored.seen_running(here=here, holder=holder)
+        if seen.status == "interrupted" and (asked := await self.questions(seen.thread_id)):
+            # Asked inside a node, which the stored state cannot show: a tool call cut off
+            # when the run stopped, asked about again (`core.nodes.call_tool`).
+            kinds = {question.kind for question in asked}
+            waiting: Literal["review", "approval"] = (
+                "approval" if "tool_approval" in kinds else "review"
+            )
+            seen = dataclasses.replace(seen, waiting=waiting)
+        return seen
 
     async def history(self, thread_id: str) -> tuple[StoredRun, list[Checkpoint]]:
         """The run and its checkpoints, newest first, on every branch."""
@@ -547,7 +572,7 @@ class RunService:
                 if question.kind == "plan_review":
                     read_review(answer, question.request["max_steps"])
                 else:
-                    read_approval(answer)
+                    read_approval(answer, cut_off=bool(question.request.get("cut_off")))
             except ValueError as exc:
                 raise BadAnswer(str(exc)) from None
 
@@ -575,70 +600,128 @@ class RunService:
             except ValueError as exc:
                 raise BadSetup(str(exc)) from None
             config["configurable"]["checkpoint_id"] = point.checkpoint_id
-        graph, options, tools = await self._graph_for(options)
+        loop, options = await self._loop_for(options)
         if self._graph is None or self._graph_options is not None:
             config["metadata"] = {**config.get("metadata", {}), **options.to_metadata()}
-        starting = Starting(
-            thread_id,
-            options.model or "",
-            tools,
-            rerun_from,
-            options,
-            resumed=recorded is not None,
-            own=recorded is not None and options == recorded,
-            recorded_model=recorded.model if recorded is not None else None,
-        )
-        if hooks.starting is not None:
-            told = hooks.starting(starting)
-            if told is not None:
-                await told
-        relay = ProgressRelay(hooks.on_progress, hooks.progress)
-        try:
-            result = await stream_run(
-                graph,
-                graph_input,
-                config,
-                relay,
-                self._durability,
-                review=hooks.review,
-                approve=hooks.approve,
+        async with self._tools_of_run(loop, thread_id) as (graph, tools):
+            graph = await self._with_call_store(graph)
+            starting = Starting(
+                thread_id,
+                options.model or "",
+                tools,
+                rerun_from,
+                options,
+                resumed=recorded is not None,
+                own=recorded is not None and options == recorded,
+                recorded_model=recorded.model if recorded is not None else None,
             )
-        except AwaitingAnswer:
-            return Outcome(thread_id, None, waiting=await self.questions(thread_id))
-        return Outcome(thread_id, result)
+            if hooks.starting is not None:
+                told = hooks.starting(starting)
+                if told is not None:
+                    await told
+            relay = ProgressRelay(hooks.on_progress, hooks.progress)
+            try:
+                result = await stream_run(
+                    graph,
+                    graph_input,
+                    config,
+                    relay,
+                    self._durability,
+                    review=hooks.review,
+                    approve=hooks.approve,
+                )
+            except AwaitingAnswer:
+                return Outcome(thread_id, None, waiting=await self.questions(thread_id))
+            return Outcome(thread_id, result)
 
-    async def _graph_for(
-        self, options: LoopOptions
-    ) -> tuple[CompiledStateGraph[Any, Any, Any, Any], LoopOptions, list[str]]:
-        """The compiled loop for a run with `options`, the options as it runs them (its
-        model spec resolved), and its tools' names. One loop is compiled for each model,
-        tools and options (a run's `max_steps` and `review_plan` go in its input)."""
+    async def _loop_for(self, options: LoopOptions) -> tuple[_Loop, LoopOptions]:
+        """What runs with `options` run on, and the options as they run them (the model
+        spec resolved). One is made for each model, tools and options (a run's
+        `max_steps` and `review_plan` go in its input)."""
         if self._graph is not None:
-            return self._graph, self._graph_options or options, []
+            return _Loop(self._graph, []), self._graph_options or options
         spec = options.model or model_spec_from_env()
         try:
             if not self._custom_factory:
                 spec = resolve_spec(spec)  # `auto` asks Ollama whether it runs
             options = options.replace(model=spec)
             key = options.replace(max_steps=None, review_plan=False)
-            if key not in self._graphs:
-                step_tools = await load_tools(options.tools)
-                model = self._model_factory(spec, options)
-                graph = create_agentic_loop(
-                    model, checkpointer=self.saver, tools=step_tools, options=key
-                )
-                if len(self._graphs) >= LOOPS_KEPT:
-                    del self._graphs[next(iter(self._graphs))]  # the oldest
-                self._graphs[key] = graph, [tool.name for tool in step_tools]
+            if key not in self._loops:
+                loop = await self._new_loop(self._model_factory(spec, options), key)
+                if len(self._loops) >= LOOPS_KEPT:
+                    del self._loops[next(iter(self._loops))]  # the oldest
+                self._loops[key] = loop
             if spec.startswith("ollama:") and not self._custom_factory:
                 check_ollama(spec.partition(":")[2])  # a run that cannot start is not stored
         except (ToolSetupError, ValueError) as exc:
             raise BadSetup(str(exc)) from None
-        graph, tools = self._graphs[key]
-        if graph.checkpointer is not self.saver:  # made ready before the store was open
-            graph = graph.copy(update={"checkpointer": self.saver})
-            self._graphs[key] = graph, tools
-        return graph, options, tools
+        loop = self._loops[key]
+        if loop.graph is not None and loop.graph.checkpointer is not self.saver:
+            # made ready before the store was open
+            loop.graph = loop.graph.copy(update={"checkpointer": self.saver})
+        return loop, options
+
+    async def _with_call_store(self, graph: Graph) -> Graph:
+        """`graph` with the store beside the runs (`call_store`), where each tool call is
+        recorded before it runs, unless it was compiled with a store of its own."""
+        if graph.store is not None:
+            return graph
+        store = await call_store(self.saver)
+        return graph if store is None else graph.copy(update={"store": store})
+
+    async def _new_loop(self, model: Runnable[Any, Any], key: LoopOptions) -> _Loop:
+        """The loop for `key`: compiled now, unless MCP servers' tools make one per run. A
+        model that cannot call tools is refused before any tool loads."""
+        if key.tools:
+            Settings(model=model, tools=(_PROBE,))  # its ValueError, if it cannot
+        tools = await prepare_tools(key.tools)
+        if tools.servers:
+            return _Loop(None, [], model=model, tools=tools, key=key)
+        step_tools = tools.tools()
+        graph = create_agentic_loop(model, checkpointer=self.saver, tools=step_tools, options=key)
+        return _Loop(graph, [tool.name for tool in step_tools])
+
+    @asynccontextmanager
+    async def _tools_of_run(
+        self, loop: _Loop, thread_id: str
+    ) -> AsyncIterator[tuple[Graph, list[str]]]:
+        """The compiled loop to run the thread on, and its tools' names, for the block. A
+        loop with MCP servers is compiled for this run alone, over the sessions its servers
+        start now, each once, kept for every call of the run and closed at the block's
+        end, however it ends (see `PreparedTools.open`)."""
+        if loop.graph is not None:
+            yield loop.graph, loop.names
+            return
+        assert loop.model is not None and loop.tools is not None and loop.key is not None
+        async with AsyncExitStack() as stack:
+            try:
+                log = mcp_log_path(self._location, thread_id)
+                tools = await stack.enter_async_context(loop.tools.open(log))
+                graph = create_agentic_loop(
+                    loop.model, checkpointer=self.saver, tools=tools, options=loop.key
+                )
+            except (ToolSetupError, ValueError) as exc:
+                raise BadSetup(str(exc)) from None
+            yield graph, [tool.name for tool in tools]
+
+
+@dataclass
+class _Loop:
+    """What the runs of one model, tools and options share: the compiled loop and its tools'
+    names, or, when MCP servers' tools make a loop for each run, what it is made of."""
+
+    graph: Graph | None
+    names: list[str]
+    model: Runnable[Any, Any] | None = None
+    tools: PreparedTools | None = None
+    key: LoopOptions | None = None
+
+
+_PROBE = StructuredTool.from_function(
+    lambda: "",
+    name="probe",
+    description="Stands in for the tools to ask: can the model call tools?",
+)
 
 
 def _has_leases(saver: BaseCheckpointSaver[Any] | None) -> TypeGuard[BaseCheckpointSaver[Any]]:

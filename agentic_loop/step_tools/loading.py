@@ -1,84 +1,243 @@
 """The LangChain tools a run's steps may call, from the CLI's `--tools`, `--mcp` and `--workspace`.
 
 `ToolOptions` is what the user chose, kept with the run (`to_metadata`) so that `resume`
-loads the same tools; `load_tools(options)` turns it into `BaseTool`s:
+loads the same tools. There are two ways to turn it into `BaseTool`s:
 
-- `--tools package.module:attribute` imports the attribute, found from the folder `run`
-  started in or from installed packages. It is a tool (a `BaseTool`, or a function with a
-  docstring), a list or tuple of tools, or a function without parameters, sync or async,
-  that returns them. A zero-parameter function is always called as such a factory, so a
-  tool that takes no arguments goes in a list or under `@tool`.
-- `--mcp servers.json` starts or reaches every server of the `{"mcpServers": {...}}` file
-  that Claude Desktop, Cursor and VS Code share: an entry with `command` (and `args`,
-  `env`, `cwd`) runs over stdio, one with `url` (and `headers`) over streamable HTTP.
-  Each server has `MCP_TIMEOUT_S` to start and list its tools. As langchain-mcp-adapters
-  does when no session is held open, every call of an MCP tool opens a new session (for
-  stdio, a new server process), so a server keeps no state between calls.
-- `--workspace folder` adds the file tools of `agentic_loop.step_tools.workspace`.
+- `prepare_tools(options)` loads and checks all that needs no server, and reads the MCP
+  servers' file; `PreparedTools.open(log)` then starts each MCP server once and keeps its
+  session for the `async with` block, its stderr appended to `log`. A run does this (see
+  `mcp_servers` for a server that stops mid-run).
+- `load_tools(options)` gives every tool at once, for use outside a run: each call of an
+  MCP tool opens a session of its own (for stdio, a new server process), so a server
+  keeps no state between calls.
+
+The tools:
+
+- `--tools [PREFIX=]package.module:attribute` imports the attribute, found from the folder
+  `run` started in or from installed packages. It is a tool (a `BaseTool`, or a function
+  with a docstring), a list or tuple of tools, or a function without parameters, sync or
+  async, that returns them. A zero-parameter function is always called as such a factory,
+  so a tool that takes no arguments goes in a list or under `@tool`.
+- `--mcp servers.json` reaches every server of the `{"mcpServers": {...}}` file that
+  Claude Desktop, Cursor and VS Code share: an entry with `command` (and `args`, `env`,
+  `cwd`) runs over stdio, one with `url` (and `headers`) over streamable HTTP. An entry
+  may add `"toolPrefix"` and `"idempotent"` (true, or a list of its tools' names). Each
+  server has `MCP_TIMEOUT_S` to start and list its tools.
+- `--workspace folder` adds the file tools of `agentic_loop.step_tools.workspace`
+  (`--workspace-prefix PREFIX`).
+
+A prefix goes before the name of each tool of its source, so that two tools of one name
+can both be offered; two tools of one name are refused, naming the options that give a
+prefix. Tools marked idempotent (a server's `"idempotent"`, `--idempotent-tool NAME`)
+carry `metadata["idempotent"] = True`: calling one again does no harm.
 
 Anything unusable is a `ToolSetupError` whose one-line message says what and how to fix it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
-import json
+import re
 import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 
 from agentic_loop.core.options import ToolOptions, ToolSetupError
-
-if TYPE_CHECKING:
-    from langchain_mcp_adapters.sessions import (
-        Connection,
-        StdioConnection,
-        StreamableHttpConnection,
-    )
+from agentic_loop.step_tools import mcp_servers
+from agentic_loop.step_tools.mcp_servers import McpServer, RunServers, per_call_tools, reason
 
 MCP_TIMEOUT_S = 30.0
 """How long each MCP server gets to start (or answer) and list its tools."""
 
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
-async def load_tools(options: ToolOptions) -> list[BaseTool]:
-    """Every tool the options name: imported ones, MCP servers' tools, the workspace's file tools.
 
-    Each MCP server is given `MCP_TIMEOUT_S` to start and list its tools.
-    """
-    sourced: list[tuple[str, BaseTool]] = []
-    for spec in options.imports:
-        sourced += [(spec, found) for found in await _imported_tools(spec, options.import_root)]
-    if options.mcp_config:
-        sourced += await _mcp_tools(options.mcp_config)
+@dataclass(frozen=True)
+class _Source:
+    """Where some tools come from, as messages name it, and what it asks of their names."""
+
+    label: str
+    """`my_tools:TOOLS`, `MCP server 'files'`, `--workspace`."""
+    prefix_option: str
+    """How a prefix is given to its tools."""
+    prefix: str = ""
+    idempotent: bool | tuple[str, ...] = False
+    """Its tools marked idempotent: all, or those of these (unprefixed) names."""
+    idempotent_option: str = ""
+    """What marked them, for messages."""
+
+
+def _mcp_source(server: McpServer) -> _Source:
+    where = f"MCP server {server.name!r} in {server.config}"
+    return _Source(
+        f"MCP server {server.name!r}",
+        f'"toolPrefix": "PREFIX" for {where}',
+        server.prefix,
+        server.idempotent,
+        f'"idempotent" of {where}',
+    )
+
+
+@dataclass(frozen=True)
+class PreparedTools:
+    """The tools of some `ToolOptions`, loaded and checked but for the MCP servers', whose
+    file is read: `tools()` when there are no servers, else `open(log)` for a run."""
+
+    options: ToolOptions
+    imported: tuple[tuple[_Source, tuple[BaseTool, ...]], ...]
+    servers: tuple[McpServer, ...]
+    workspace: tuple[tuple[_Source, tuple[BaseTool, ...]], ...]
+
+    def tools(self) -> list[BaseTool]:
+        """Every tool, when no MCP server is named (else a ValueError: use `open`)."""
+        if self.servers:
+            raise ValueError("MCP servers' tools need their sessions: use `open`")
+        return _named(self.options, [*self.imported, *self.workspace])
+
+    @asynccontextmanager
+    async def open(self, log: Path) -> AsyncIterator[list[BaseTool]]:
+        """Every tool, for the `async with` block: each MCP server started once (given
+        `MCP_TIMEOUT_S` to list its tools) and its session kept for every call of its
+        tools, then closed at the block's end. Stdio servers' stderr is appended to `log`
+        (its folder made if missing)."""
+        if not self.servers:
+            yield self.tools()
+            return
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            errlog = log.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise ToolSetupError(
+                f"the MCP servers' log {log} cannot be written: {exc.strerror or exc}"
+            ) from exc
+        with errlog:
+            servers = RunServers(self.servers, errlog=errlog, timeout=MCP_TIMEOUT_S)
+            try:
+                started = await servers.start()
+                yield _named(
+                    self.options,
+                    [
+                        *self.imported,
+                        *((_mcp_source(server), tuple(tools)) for server, tools in started),
+                        *self.workspace,
+                    ],
+                )
+            finally:
+                await servers.aclose()
+
+
+async def prepare_tools(options: ToolOptions) -> PreparedTools:
+    """The options' tools made ready but for the MCP servers' sessions: imported, the
+    workspace checked, the MCP servers' file read; no server is started."""
+    imported = [await _imported(spec, options.import_root) for spec in options.imports]
+    servers = mcp_servers.read_servers(options.mcp_config) if options.mcp_config else []
+    workspace: list[tuple[_Source, tuple[BaseTool, ...]]] = []
     if options.workspace:
         from agentic_loop.step_tools.workspace import workspace_tools
 
         try:
-            sourced += [("--workspace", found) for found in workspace_tools(options.workspace)]
+            files = tuple(workspace_tools(options.workspace))
         except ValueError as exc:
             raise ToolSetupError(str(exc)) from exc
+        source = _Source("--workspace", "--workspace-prefix PREFIX", options.workspace_prefix or "")
+        workspace.append((source, files))
+    for source, _ in [*imported, *workspace]:
+        _check_prefix(source)
+    for server in servers:  # before any server starts
+        _check_prefix(_mcp_source(server))
+    return PreparedTools(options, tuple(imported), tuple(servers), tuple(workspace))
 
-    first_source: dict[str, str] = {}
-    for source, found in sourced:
-        if found.name in first_source:
-            raise ToolSetupError(
-                f"two tools are named {found.name!r} ({first_source[found.name]} and {source}); "
-                "leave one of them out"
+
+async def load_tools(options: ToolOptions) -> list[BaseTool]:
+    """Every tool the options name, at once: imported ones, MCP servers' tools, the
+    workspace's file tools. Each MCP server is given `MCP_TIMEOUT_S` to start and list
+    its tools, and each call of one of its tools opens a session of its own."""
+    prepared = await prepare_tools(options)
+    listed = await per_call_tools(prepared.servers, timeout=MCP_TIMEOUT_S)
+    return _named(
+        options,
+        [
+            *prepared.imported,
+            *((_mcp_source(server), tuple(tools)) for server, tools in listed),
+            *prepared.workspace,
+        ],
+    )
+
+
+def _named(
+    options: ToolOptions, sourced: Sequence[tuple[_Source, Sequence[BaseTool]]]
+) -> list[BaseTool]:
+    """The tools with their sources' prefixes and idempotent marks, their names checked
+    to be unique."""
+    named: dict[str, tuple[_Source, BaseTool]] = {}
+    for source, tools in sourced:
+        own = [found.name for found in tools]
+        if isinstance(source.idempotent, tuple):
+            unknown = [name for name in source.idempotent if name not in own]
+            if unknown:
+                raise ToolSetupError(
+                    f"{source.idempotent_option} names {unknown[0]!r}, which is not one of "
+                    f"its tools: {', '.join(own)}"
+                )
+        for found in tools:
+            idempotent = source.idempotent is True or (
+                isinstance(source.idempotent, tuple) and found.name in source.idempotent
             )
-        first_source[found.name] = source
-    return [found for _, found in sourced]
+            renamed = _changed(found, source.prefix + found.name, idempotent)
+            if renamed.name in named:
+                raise ToolSetupError(_twice(renamed.name, named[renamed.name][0], source))
+            named[renamed.name] = source, renamed
+    unknown = [name for name in options.idempotent_tools if name not in named]
+    if unknown:
+        raise ToolSetupError(
+            f"--idempotent-tool names {unknown[0]!r}, which is not one of the tools: "
+            f"{', '.join(named)}"
+        )
+    return [
+        _changed(found, name, name in options.idempotent_tools)
+        for name, (_, found) in named.items()
+    ]
 
 
-def _reason(exc: BaseException) -> str:
-    """`ExceptionName: first line of its message`, from inside any exception groups."""
-    while isinstance(exc, BaseExceptionGroup):  # anyio task groups wrap the real error
-        exc = exc.exceptions[0]
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+def _twice(name: str, first: _Source, second: _Source) -> str:
+    if first == second:
+        return f"two tools are named {name!r} in {first.label}; leave one of them out"
+    return (
+        f"two tools are named {name!r} ({first.label} and {second.label}); leave one of "
+        f"them out, or give one a prefix: {second.prefix_option}, or {first.prefix_option}"
+    )
+
+
+def _changed(found: BaseTool, name: str, idempotent: bool) -> BaseTool:
+    """`found` renamed `name`, marked idempotent if asked: a copy, if anything changes (an
+    imported tool is the module's own object)."""
+    update: dict[str, Any] = {}
+    if name != found.name:
+        update["name"] = name
+    if idempotent and not (found.metadata or {}).get("idempotent"):
+        update["metadata"] = {**(found.metadata or {}), "idempotent": True}
+    return found.model_copy(update=update) if update else found
+
+
+def _check_prefix(source: _Source) -> None:
+    if source.prefix and not _PREFIX.fullmatch(source.prefix):
+        raise ToolSetupError(
+            f"the tool prefix {source.prefix!r} of {source.label} is not allowed; use 1 to 32 "
+            "ASCII letters, digits, '_' and '-'"
+        )
+
+
+async def _imported(spec: str, root: str | None) -> tuple[_Source, tuple[BaseTool, ...]]:
+    """The tools `--tools [PREFIX=]module:attribute` names, with their source."""
+    prefix, _, bare = spec.rpartition("=")
+    source = _Source(spec, f"--tools PREFIX={bare}", prefix)
+    return source, tuple(await _imported_tools(bare, root))
 
 
 async def _imported_tools(spec: str, root: str | None) -> list[BaseTool]:
@@ -97,7 +256,7 @@ async def _imported_tools(spec: str, root: str | None) -> list[BaseTool]:
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
-            raise ToolSetupError(f"--tools {spec}: {attribute}() raised {_reason(exc)}") from exc
+            raise ToolSetupError(f"--tools {spec}: {attribute}() raised {reason(exc)}") from exc
         if not isinstance(value, BaseTool | list | tuple):
             raise ToolSetupError(
                 f"--tools {spec}: {attribute}() returned {type(value).__name__}, not tools "
@@ -122,7 +281,7 @@ def _import(module_name: str, root: str | None) -> Any:
             raise ToolSetupError(
                 f"--tools: no module {module_name} in {where}; check the name and folder"
             ) from exc
-        raise ToolSetupError(f"--tools: importing {module_name} raised {_reason(exc)}") from exc
+        raise ToolSetupError(f"--tools: importing {module_name} raised {reason(exc)}") from exc
     finally:
         if root is not None:
             sys.path.remove(root)
@@ -152,100 +311,6 @@ def _as_tool(spec: str, item: Any) -> BaseTool:
     return tool(item)
 
 
-async def _mcp_tools(config: str) -> list[tuple[str, BaseTool]]:
-    from langchain_mcp_adapters.client import MultiServerMCPClient
-
-    connections = _mcp_connections(config)
-    client = MultiServerMCPClient(connections)
-    loads = [
-        asyncio.wait_for(client.get_tools(server_name=name), MCP_TIMEOUT_S) for name in connections
-    ]
-    results = await asyncio.gather(*loads, return_exceptions=True)
-    sourced: list[tuple[str, BaseTool]] = []
-    problems: list[str] = []
-    for (name, connection), result in zip(connections.items(), results, strict=True):
-        if isinstance(result, BaseException):
-            reason = (
-                f"no tool list within {MCP_TIMEOUT_S:g} s"
-                if isinstance(result, TimeoutError)
-                else _reason(result)
-            )
-            target = (
-                connection["command"] if connection["transport"] == "stdio" else connection["url"]
-            )
-            problems.append(f"MCP server {name!r} ({target}) failed: {reason}")
-        else:
-            sourced += [(f"MCP server {name!r}", found) for found in result]
-    if problems:
-        raise ToolSetupError(f"{'; '.join(problems)}; check {config}")
-    return sourced
-
-
-def _mcp_connections(config: str) -> dict[str, Connection]:
-    try:
-        data = json.loads(Path(config).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ToolSetupError(f"--mcp {config} cannot be read: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ToolSetupError(
-            f"--mcp {config} is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from exc
-    servers = data.get("mcpServers") if isinstance(data, dict) else None
-    if not isinstance(servers, dict):
-        raise ToolSetupError(
-            f'--mcp {config} has no "mcpServers" object; '
-            'write {"mcpServers": {"name": {"command": ...} or {"url": ...}}}'
-        )
-    return {
-        name: _connection(f"MCP server {name!r} in {config}", entry)
-        for name, entry in servers.items()
-    }
-
-
-_STDIO = {"stdio"}
-_HTTP = {"http", "streamable_http", "streamable-http"}
-
-
-def _connection(where: str, entry: Any) -> Connection:
-    """The adapter's connection for one `mcpServers` entry, checked."""
-    if not isinstance(entry, dict):
-        raise ToolSetupError(f"{where} is a {type(entry).__name__}, not an object")
-    transport = entry.get("transport", entry.get("type"))
-    if transport in _STDIO or (transport is None and "command" in entry):
-        return _stdio_connection(where, entry)
-    if transport in _HTTP or (transport is None and "url" in entry):
-        return _http_connection(where, entry)
-    if transport is not None:
-        raise ToolSetupError(f'{where} has transport {transport!r}; use "stdio" or "http"')
-    raise ToolSetupError(f'{where} has neither "command" (stdio) nor "url" (streamable HTTP)')
-
-
-def _stdio_connection(where: str, entry: dict[str, Any]) -> StdioConnection:
-    command, args = entry.get("command"), entry.get("args", [])
-    env, cwd = entry.get("env"), entry.get("cwd")
-    if not isinstance(command, str) or not command:
-        raise ToolSetupError(f'{where}: "command" must be a non-empty string')
-    if not _strings(args):
-        raise ToolSetupError(f'{where}: "args" must be a list of strings')
-    if env is not None and not _string_map(env):
-        raise ToolSetupError(f'{where}: "env" must map names to strings')
-    if cwd is not None and not isinstance(cwd, str):
-        raise ToolSetupError(f'{where}: "cwd" must be a string')
-    return {"transport": "stdio", "command": command, "args": args, "env": env, "cwd": cwd}
-
-
-def _http_connection(where: str, entry: dict[str, Any]) -> StreamableHttpConnection:
-    url, headers = entry.get("url"), entry.get("headers")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ToolSetupError(f'{where}: "url" must be an http:// or https:// address')
-    if headers is not None and not _string_map(headers):
-        raise ToolSetupError(f'{where}: "headers" must map names to strings')
-    return {"transport": "streamable_http", "url": url, "headers": headers}
-
-
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-def _string_map(value: Any) -> bool:
-    return isinstance(value, dict) and _strings(list(value.values()))
+def _mcp_connections(config: str) -> dict[str, Any]:
+    """Each server of the file at `config` by name: the adapter's connection for it."""
+    return {server.name: server.connection for server in mcp_servers.read_servers(config)}

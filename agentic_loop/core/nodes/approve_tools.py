@@ -21,12 +21,47 @@ from agentic_loop.core.conversation import (
 )
 from agentic_loop.core.older_runs import legacy_handover
 from agentic_loop.core.settings import Settings
-from agentic_loop.core.state import StepTask
+from agentic_loop.core.state import StepTask, ToolApproval
 
 QUESTION = (
     "Approve, edit or reject this tool call. Resume with Command(resume=...): 'approve', "
     "{'action': 'edit', 'args': {...}}, or {'action': 'reject', 'reason': '...'}."
 )
+CUT_OFF_QUESTION = (
+    "This call was cut off when the run stopped: it started, and whether it took effect is "
+    "unknown. Run it again? Resume with Command(resume=...): 'approve' runs it again; "
+    "'reject' or {'action': 'reject', 'reason': '...'} does not, and the model is told that "
+    "its outcome is unknown."
+)
+
+
+def approval_request(state: StepTask, call: Any, *, cut_off: bool = False) -> dict[str, Any]:
+    """The interrupt's payload that asks about `call`: whether it may run, or (`cut_off`)
+    whether it may run again."""
+    plan, step = state["plan"], state["step_num"]
+    request = {
+        "kind": "tool_approval",
+        "task_id": plan.task_id,
+        "task": state["task"],
+        "step": step,
+        "description": plan.steps[step - 1],
+        "tool": call["name"],
+        "args": call["args"],
+        "question": CUT_OFF_QUESTION if cut_off else QUESTION,
+    }
+    return {**request, "cut_off": True} if cut_off else request
+
+
+def ask(request: dict[str, Any]) -> ToolApproval:
+    """The answer to `request`, asked with `interrupt()`, and asked again, with the
+    problem, while it cannot be read."""
+    cut_off = bool(request.get("cut_off"))
+    answer = interrupt(request)
+    while True:
+        try:
+            return read_approval(answer, cut_off=cut_off)
+        except ValueError as exc:
+            answer = interrupt({**request, "problem": str(exc)})
 
 
 def refusal(call: dict[str, Any], reason: str) -> ToolMessage:
@@ -56,23 +91,7 @@ async def approve_tools(state: StepTask, runtime: Runtime, *, settings: Settings
     for call in pending_tool_calls(messages):
         if call["name"] not in settings.approve_tools or call["id"] in reviewed:
             continue
-        request = {
-            "kind": "tool_approval",
-            "task_id": plan.task_id,
-            "task": state["task"],
-            "step": step,
-            "description": plan.steps[step - 1],
-            "tool": call["name"],
-            "args": call["args"],
-            "question": QUESTION,
-        }
-        answer = interrupt(request)
-        while True:
-            try:
-                decision = read_approval(answer)
-                break
-            except ValueError as exc:
-                answer = interrupt({**request, "problem": str(exc)})
+        decision = ask(approval_request(state, call))
         reviewed.add(call["id"])
         if decision["action"] == "reject":
             refused.append(tagged(refusal(call, decision.get("reason", "")), step))
