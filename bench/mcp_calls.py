@@ -46,6 +46,7 @@ from typing import Any
 from langchain_core.messages import ToolCall
 from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.client import MultiServerMCPClient
+from langchain_mcp_adapters.sessions import Connection
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -71,7 +72,7 @@ def milliseconds(times: list[float]) -> str:
 
 
 async def timed(call: Callable[[], Awaitable[object]], calls: int) -> list[float]:
-    await call()  # warm-up, not counted (each call of `after_and_raw` warms up too)
+    await call()  # not counted
     times = []
     for _ in range(calls):
         started = time.perf_counter()
@@ -85,7 +86,7 @@ def tool_call(server: Server) -> ToolCall:
 
 
 async def before(server: Server, calls: int) -> list[float]:
-    client = MultiServerMCPClient({"bench": connection(server.entry)})  # type: ignore[dict-item]
+    client = MultiServerMCPClient({"bench": connection(server.entry)})
     tools = {found.name: found for found in await client.get_tools()}
     return await timed(lambda: tools[server.tool].ainvoke(tool_call(server)), calls)
 
@@ -132,7 +133,8 @@ async def raw_session(entry: dict[str, Any]) -> AsyncIterator[ClientSession]:
             yield session
 
 
-def connection(entry: dict[str, Any]) -> dict[str, Any]:
+def connection(entry: dict[str, Any]) -> Connection:
+    """The adapter's connection for an `mcpServers` entry of this bench."""
     if "url" in entry:
         return {"transport": "streamable_http", "url": entry["url"]}
     return {"transport": "stdio", "command": entry["command"], "args": entry.get("args", [])}

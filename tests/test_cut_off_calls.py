@@ -29,6 +29,7 @@ import pytest
 from conftest import ScriptedChatModel, calls, plan_text, run_cli, wait_for, wait_until
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.memory import InMemoryStore
 from ollama_server import OllamaTestServer, tool_messages
 from starlette.testclient import TestClient
@@ -118,6 +119,18 @@ async def cut_off(graph: Any, graph_input: Any, approve: Approvals | None = None
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
+    await settled(graph.checkpointer)
+
+
+async def settled(saver: Any) -> None:
+    """Let the writes LangGraph still makes for a run just cancelled (the cancelled task's
+    error, in a task of its own) end before the test goes on: a SQLite connection closed
+    under a write keeps its lock until the write's statement is collected."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+    if isinstance(saver, AsyncSqliteSaver):
+        async with saver.lock:  # a write in progress holds it
+            pass
 
 
 def tool_results(model: ScriptedChatModel) -> list[ToolMessage]:
@@ -366,6 +379,7 @@ async def stop_mid_call(db: Path, model: ScriptedChatModel, thread_id: str) -> N
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
+        await settled(service.saver)
 
 
 async def test_the_service_asks_about_a_cut_off_call_and_takes_its_answer(

@@ -3,8 +3,9 @@
 Ollama test server or by the service with the scripted model. Each server starts once a
 run, keeps its session for every call, and is gone when the run ends, stops or is
 cancelled; its stderr goes to the run's log, not the terminal; a server killed mid-call is
-started again once; tool prefixes let two tools of one name be offered; a model that
-cannot call tools starts no server."""
+started again once; a resume starts them again; one that does not start refuses the run
+before its store is made; tool prefixes let two tools of one name be offered, and tools
+are marked idempotent; a model that cannot call tools starts no server."""
 
 from __future__ import annotations
 
@@ -116,6 +117,7 @@ def tool_results(result: Any) -> list[tuple[str, str]]:
 # --- one session a run, over the CLI ---------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_run_starts_each_server_once_keeps_its_session_and_logs_its_stderr(
     tmp_path: Path,
 ) -> None:
@@ -143,6 +145,7 @@ def test_a_run_starts_each_server_once_keeps_its_session_and_logs_its_stderr(
     assert f"MCP servers' stderr: {log}" in shown.stdout
 
 
+@pytest.mark.integration
 def test_a_server_killed_mid_call_is_started_again_once(tmp_path: Path) -> None:
     servers = counter_servers(tmp_path)
     db = tmp_path / "runs.sqlite"
@@ -172,6 +175,23 @@ def test_a_server_killed_mid_call_is_started_again_once(tmp_path: Path) -> None:
     assert "starting it again" in log and "not started a third time" in log
 
 
+@pytest.mark.integration
+def test_a_server_that_does_not_start_refuses_the_run_and_leaves_no_store(
+    tmp_path: Path,
+) -> None:
+    servers = tmp_path / "servers.json"
+    servers.write_text(json.dumps({"mcpServers": {"gone": {"command": "no-such-command-xyz"}}}))
+    db = tmp_path / "runs.sqlite"
+    with OllamaTestServer(calling({1: ("count", {})})) as server:
+        done = run_cli("run", "T", "--mcp", str(servers), "--db", str(db), host=server.url)
+        asked = server.chat_requests()
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: MCP server 'gone' (no-such-command-xyz) failed: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not db.exists() and asked == []
+
+
+@pytest.mark.integration
 def test_a_resume_starts_the_servers_again(tmp_path: Path) -> None:
     servers = counter_servers(tmp_path)
     db = str(tmp_path / "runs.sqlite")
@@ -190,6 +210,7 @@ def test_a_resume_starts_the_servers_again(tmp_path: Path) -> None:
     assert mcp_log_path(Path(db), "r").read_text().count(HELLO) == 2
 
 
+@pytest.mark.integration
 def test_a_server_exits_when_the_cli_is_killed_mid_run(tmp_path: Path) -> None:
     """SIGKILL gives the CLI no time to close its sessions: the server's input ends with the
     CLI, and it exits."""
@@ -286,6 +307,7 @@ async def test_a_model_that_cannot_call_tools_starts_no_server(tmp_path: Path) -
     assert not db.exists()
 
 
+@pytest.mark.integration
 def test_the_embedded_model_refuses_mcp_tools_before_any_server_starts(tmp_path: Path) -> None:
     from agentic_loop.models.local import local_model_available
 
@@ -383,6 +405,7 @@ async def test_a_server_killed_between_calls_is_started_again_for_the_next(
 # --- tool prefixes ---------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("entry", "flags", "workspace_tool", "server_tool"),
     [
@@ -418,6 +441,7 @@ def test_prefixes_let_two_read_file_tools_be_offered(
     ]
 
 
+@pytest.mark.integration
 def test_two_tools_of_one_name_are_refused_naming_the_prefix_options(tmp_path: Path) -> None:
     servers = counter_servers(tmp_path)
     workspace = tmp_path / "files"
@@ -432,6 +456,7 @@ def test_two_tools_of_one_name_are_refused_naming_the_prefix_options(tmp_path: P
     assert "two tools are named 'read_file' (MCP server 'counter' and --workspace)" in done.stderr
     assert "--workspace-prefix PREFIX" in done.stderr
     assert f'"toolPrefix": "PREFIX" for MCP server \'counter\' in {servers}' in done.stderr
+    assert not (tmp_path / "r.sqlite").exists()
     [pid] = starts(tmp_path)
     wait_until(lambda: not running(pid), what="the server to be closed after the refusal")
 
@@ -564,6 +589,7 @@ def test_prefixes_and_idempotent_tools_are_kept_with_the_run(tmp_path: Path) -> 
     assert (old.workspace_prefix, old.idempotent_tools) == (None, ())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "message"),
     [

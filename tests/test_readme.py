@@ -37,6 +37,7 @@ PRINTS = {
     "As a graph": "completed Book the hotel by the sea.",
     "Parallel steps, typed plans and budgets": "completed [(1, 'completed'), (2, 'completed')]",
     "Tools in steps": "1 weather {'city': 'Brighton'} success Sunny and 21 °C in Brighton.",
+    "Tools cut off by a kill": "charged for A-17 / charged for A-17 / {'call-1': 'A-17'}",
     "Inside a bigger graph": "completed Book the hotel by the sea.",
     "Tools for an outer chat agent": "completed: Organise an offsite: Completed 2/2 steps.",
     "Progress events": "[('plan', None), ('execute', 1), ('execute', 2), ('answer', None)]",

@@ -146,8 +146,9 @@ REFUSED_IMPORTS = [
     ),
     pytest.param(
         ["sample_tools:TOOLS", "sample_tools:add"],
-        "two tools are named 'add' (sample_tools:TOOLS and sample_tools:add); "
-        "leave one of them out",
+        "two tools are named 'add' (sample_tools:TOOLS and sample_tools:add); leave one of "
+        "them out, or give one a prefix: --tools PREFIX=sample_tools:add, or --tools "
+        "PREFIX=sample_tools:TOOLS",
         id="duplicate-name",
     ),
 ]
@@ -429,8 +430,9 @@ async def test_tool_names_must_be_unique_across_sources(tool_folder):
         await load_tools(ToolOptions.from_cli(["sample_tools:TOOLS"], path))
 
     assert str(refused.value) == (
-        "two tools are named 'add' (sample_tools:TOOLS and MCP server 'test'); "
-        "leave one of them out"
+        "two tools are named 'add' (sample_tools:TOOLS and MCP server 'test'); leave one of "
+        "them out, or give one a prefix: \"toolPrefix\": \"PREFIX\" for MCP server 'test' "
+        f"in {path}, or --tools PREFIX=sample_tools:TOOLS"
     )
 
 

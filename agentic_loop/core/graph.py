@@ -148,5 +148,8 @@ def create_agentic_loop(
     """`build_graph(model, **choices)` compiled (`tools`, `options` and the options'
     keywords). Stream with `durability="sync"` for
     every node's writes to be stored before the next node starts. `agentic_loop.checkpointer()`
-    is an in-memory checkpointer that restores the loop's types without warnings."""
+    is an in-memory checkpointer that restores the loop's types without warnings. With a
+    `store`, each tool call is recorded there before it runs, so that a call cut off by a
+    kill is not run again blindly on resume (see `core.started_calls`); without one, it
+    runs again."""
     return build_graph(model, **choices).compile(checkpointer=checkpointer, store=store, name=name)

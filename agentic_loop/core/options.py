@@ -209,7 +209,8 @@ class LoopOptions:
     """Longest reply kept, in characters, whatever the server's own cap; a longer one is
     cut and marked as cut short. None: 8 characters a token of `max_reply_tokens`."""
     timeout: float = field(default=300.0, metadata=_bound(float, 0, MOST_SECONDS))
-    """Seconds to wait for each part of a model's reply."""
+    """Seconds an Ollama model's reply may take as a whole, however steadily its parts
+    come (a server streaming empty chunks is stopped too); past it the call fails."""
     prompts: PromptStyle | None = None
     """Which prompts the model gets: `capable` (a step does the step and gives its result
     in full; the answer takes the form the task asks for) or `small` (tuned for the

@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
+from langgraph.store.base import BaseStore, GetOp, Item, PutOp
+
 if TYPE_CHECKING:
     from langchain_core.messages import ToolCall
     from langchain_core.runnables import RunnableConfig
     from langchain_core.tools import BaseTool
-    from langgraph.store.base import BaseStore
 
 NAMESPACE: Final = "tool_calls"
 """The first label of the records' namespace; the thread id is the second."""
@@ -70,7 +71,10 @@ def cut_off_action(earlier: StartedCall | None, *, idempotent: bool, approvals: 
 
 @dataclass(frozen=True)
 class CallRecord:
-    """Where the store keeps one call's record."""
+    """Where the store keeps one call's record. It is read and written with one operation
+    at a time (`abatch` of one), never batched with another call's: a SQLite store would
+    otherwise read and then write in one transaction, which fails at once, without
+    waiting, when another process wrote in between."""
 
     store: BaseStore
     namespace: tuple[str, ...]
@@ -78,10 +82,10 @@ class CallRecord:
 
     async def read(self) -> StartedCall | None:
         """The call's record, if it started before."""
-        item = await self.store.aget(self.namespace, self.key)
-        if item is None:
+        [found] = await self.store.abatch([GetOp(self.namespace, self.key)])
+        if not isinstance(found, Item):  # None: never started
             return None
-        value: dict[str, Any] = item.value
+        value: dict[str, Any] = found.value
         return {
             "tool": str(value.get("tool", "")),
             "call_id": str(value.get("call_id", "")),
@@ -99,7 +103,7 @@ class CallRecord:
             "starts": (earlier["starts"] if earlier else 0) + 1,
             "rerun_approved": approved or bool(earlier and earlier["rerun_approved"]),
         }
-        await self.store.aput(self.namespace, self.key, dict(record), index=False)
+        await self.store.abatch([PutOp(self.namespace, self.key, dict(record), index=False)])
 
 
 def call_record(

@@ -807,10 +807,12 @@ def _drive(
 
     async def go() -> Outcome:
         stop.task = asyncio.current_task()
-        # A new run's model and tools are checked before its store is made; a resume
-        # needs a store that is there.
+        # A new run's model and tools are checked (its MCP servers started) before its
+        # store is made; a resume needs a store that is there.
         starting = request.options if request is not None else None
-        opening = RunService.open(location, create=starting is not None, starting=starting)
+        opening = RunService.open(
+            location, create=starting is not None, starting=starting, thread_id=thread_id
+        )
         async with opening as service:
             if request is not None:
                 return await service.start(request, hooks)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
-from langchain_core.tools import StructuredTool
+from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -41,6 +41,16 @@ from agentic_loop.models import check_ollama, load_model, model_spec_from_env, r
 from agentic_loop.runs.call_store import call_store
 from agentic_loop.runs.history import Checkpoint, fork_from_step, planning_point, run_history
 from agentic_loop.runs.leases import Holder, RunBusy, current_holder, hold_run
+from agentic_loop.runs.recordings import (
+    NotRecorded,
+    Recorder,
+    Recording,
+    answering,
+    model_traits,
+    read_entries,
+    recordable,
+    with_recorder,
+)
 from agentic_loop.runs.records import StoredRun, list_runs, load_run
 from agentic_loop.runs.store import (
     StoreError,
@@ -256,6 +266,9 @@ class RunService:
         self._durability = durability
         self._location = location
         self._loops: dict[LoopOptions, _Loop] = {}
+        self._started_servers: dict[str, tuple[_Loop, AsyncExitStack, list[BaseTool]]] = {}
+        """A new run's MCP servers started before its store was open (`open`), by thread,
+        with its loop and tools, for the run to take (`_tools_of_run`)."""
         self._background: dict[str, asyncio.Task[Outcome]] = {}
         self._unstored: set[str] = set()
 
@@ -269,6 +282,7 @@ class RunService:
         create: bool = True,
         model_factory: ModelFactory | None = None,
         starting: LoopOptions | None = None,
+        thread_id: str | None = None,
     ) -> AsyncIterator[RunService]:
         """The service over the store at `location`, a SQLite path or a `postgresql://`
         URL (None: `AGENTIC_LOOP_DB`, else the default; see `store.store_location`), for
@@ -277,8 +291,10 @@ class RunService:
 
         `starting` is the options of a run about to start: the store is checked, then its
         model and tools are made ready (a `BadSetup` if they cannot be), before the store
-        is opened, so that a run that cannot start leaves no store behind. Its MCP servers
-        are not started yet (their file is read): that is the run's to do, once."""
+        is opened, so that a run that cannot start leaves no store behind. With its
+        `thread_id`, its MCP servers start then too (one that cannot is a `BadSetup`), and
+        the run takes their sessions when it starts on that thread; without, the run
+        starts them."""
         location = store_location(location)
         service = cls(
             None,
@@ -286,15 +302,21 @@ class RunService:
             model_factory=model_factory,
             location=location,
         )
-        if starting is not None:
-            await check_store(location)  # a store it could not use is said first
-            await service._loop_for(starting)
-        async with open_store(location, read_only=read_only, create=create) as saver:
-            service.saver = saver  # the loops made ready meanwhile take it on first use
-            try:
-                yield service
-            finally:
-                await service.aclose()
+        try:
+            if starting is not None:
+                await check_store(location)  # a store it could not use is said first
+                loop, _ = await service._loop_for(starting)
+                if thread_id is not None:
+                    await service._start_servers(loop, thread_id)
+            async with open_store(location, read_only=read_only, create=create) as saver:
+                service.saver = saver  # the loops made ready meanwhile take it on first use
+                try:
+                    yield service
+                finally:
+                    await service.aclose()
+        finally:
+            for _, servers, _ in service._started_servers.values():  # no run took them
+                await servers.aclose()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -331,6 +353,25 @@ class RunService:
             )
             seen = dataclasses.replace(seen, waiting=waiting)
         return seen
+
+    async def recording(self, thread_id: str) -> Recording:
+        """The run's recording (see `runs.recordings`), for `replay` and `--export`;
+        `NotRecorded` for a run stored before recordings existed."""
+        stored = await self.run(thread_id)
+        entries = [] if self.saver is None else await read_entries(self.saver, thread_id)
+        if not entries:
+            raise NotRecorded(
+                f"run {thread_id!r} was stored before runs were recorded: it cannot be replayed"
+            )
+        return Recording(
+            thread_id=thread_id,
+            task=stored.task,
+            options=dict(stored.options.to_metadata()),
+            entries=entries,
+            result=None if stored.result is None else stored.result.model_dump(mode="json"),
+            status=stored.status,
+            model=stored.options.model or "",
+        )
 
     async def history(self, thread_id: str) -> tuple[StoredRun, list[Checkpoint]]:
         """The run and its checkpoints, newest first, on every branch."""
@@ -439,13 +480,15 @@ class RunService:
         `BadAnswer` and nothing changes."""
         async with self._hold(thread_id):
             stored = await self.run(thread_id)
-            self._check_answers(thread_id, answers, await self.questions(thread_id))
+            asked = await self.questions(thread_id)
+            self._check_answers(thread_id, answers, asked)
             return await self._go(
                 thread_id,
                 Command(resume=answers),
                 self._resumed_options(stored, model, timeout),
                 hooks or Hooks(),
                 recorded=stored.options,
+                answered=[(q.request, answers[q.id]) for q in asked if q.id in answers],
             )
 
     @staticmethod
@@ -586,9 +629,11 @@ class RunService:
         rerun_from: int | Literal["planning"] | None = None,
         config: RunnableConfig | None = None,
         recorded: LoopOptions | None = None,
+        answered: list[tuple[dict[str, Any], Any]] | None = None,
     ) -> Outcome:
         """Run the graph for `options` on the thread; `recorded` is what a resumed run
-        recorded, to say whether it runs as it did."""
+        recorded, to say whether it runs as it did; `answered`, the questions it was
+        answered (the run's recording keeps them, with all it does: `runs.recordings`)."""
         config = with_thread(config, thread_id)
         if rerun_from is not None:  # checked before the model loads
             try:
@@ -619,6 +664,22 @@ class RunService:
                 told = hooks.starting(starting)
                 if told is not None:
                     await told
+            if recordable(self.saver):
+                recorder = Recorder(self.saver, thread_id)
+                await recorder.add(
+                    "start",
+                    input=graph_input if isinstance(graph_input, dict) else None,
+                    model=options.model or "",
+                    traits=None if loop.model is None else model_traits(loop.model, options),
+                )
+                for request, given in answered or ():
+                    await recorder.add("answer", request=request, answer=given)
+                config = with_recorder(config, recorder)
+                hooks = dataclasses.replace(
+                    hooks,
+                    review=answering(recorder, hooks.review),
+                    approve=answering(recorder, hooks.approve),
+                )
             relay = ProgressRelay(hooks.on_progress, hooks.progress)
             try:
                 result = await stream_run(
@@ -679,30 +740,50 @@ class RunService:
             return _Loop(None, [], model=model, tools=tools, key=key)
         step_tools = tools.tools()
         graph = create_agentic_loop(model, checkpointer=self.saver, tools=step_tools, options=key)
-        return _Loop(graph, [tool.name for tool in step_tools])
+        return _Loop(graph, [tool.name for tool in step_tools], model=model)
 
     @asynccontextmanager
     async def _tools_of_run(
         self, loop: _Loop, thread_id: str
     ) -> AsyncIterator[tuple[Graph, list[str]]]:
         """The compiled loop to run the thread on, and its tools' names, for the block. A
-        loop with MCP servers is compiled for this run alone, over the sessions its servers
-        start now, each once, kept for every call of the run and closed at the block's
-        end, however it ends (see `PreparedTools.open`)."""
+        loop with MCP servers is compiled for this run alone, over the sessions of its
+        servers, started now (or by `open`, for this thread), each once, kept for every
+        call of the run and closed at the block's end, however it ends (see
+        `PreparedTools.open`)."""
         if loop.graph is not None:
             yield loop.graph, loop.names
             return
         assert loop.model is not None and loop.tools is not None and loop.key is not None
+        started = self._started_servers.pop(thread_id, None)
         async with AsyncExitStack() as stack:
             try:
-                log = mcp_log_path(self._location, thread_id)
-                tools = await stack.enter_async_context(loop.tools.open(log))
+                if started is not None and started[0] is loop:
+                    stack.push_async_exit(started[1])  # the run closes them
+                    tools = started[2]
+                else:
+                    if started is not None:
+                        await started[1].aclose()
+                    log = mcp_log_path(self._location, thread_id)
+                    tools = await stack.enter_async_context(loop.tools.open(log))
                 graph = create_agentic_loop(
                     loop.model, checkpointer=self.saver, tools=tools, options=loop.key
                 )
             except (ToolSetupError, ValueError) as exc:
                 raise BadSetup(str(exc)) from None
             yield graph, [tool.name for tool in tools]
+
+    async def _start_servers(self, loop: _Loop, thread_id: str) -> None:
+        """Start the MCP servers of a run about to start on `thread_id`, for it to take."""
+        if loop.tools is None or not loop.tools.servers:
+            return
+        servers = AsyncExitStack()
+        try:
+            log = mcp_log_path(self._location, thread_id)
+            tools = await servers.enter_async_context(loop.tools.open(log))
+        except ToolSetupError as exc:
+            raise BadSetup(str(exc)) from None
+        self._started_servers[thread_id] = loop, servers, tools
 
 
 @dataclass

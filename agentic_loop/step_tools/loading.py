@@ -73,6 +73,9 @@ class _Source:
     """What marked them, for messages."""
 
 
+_Sourced = tuple[_Source, tuple[BaseTool, ...]]
+
+
 def _mcp_source(server: McpServer) -> _Source:
     where = f"MCP server {server.name!r} in {server.config}"
     return _Source(
@@ -90,15 +93,20 @@ class PreparedTools:
     file is read: `tools()` when there are no servers, else `open(log)` for a run."""
 
     options: ToolOptions
-    imported: tuple[tuple[_Source, tuple[BaseTool, ...]], ...]
+    imported: tuple[_Sourced, ...]
     servers: tuple[McpServer, ...]
-    workspace: tuple[tuple[_Source, tuple[BaseTool, ...]], ...]
+    workspace: tuple[_Sourced, ...]
 
     def tools(self) -> list[BaseTool]:
         """Every tool, when no MCP server is named (else a ValueError: use `open`)."""
         if self.servers:
             raise ValueError("MCP servers' tools need their sessions: use `open`")
-        return _named(self.options, [*self.imported, *self.workspace])
+        return self._with([])
+
+    def _with(self, listed: Sequence[tuple[McpServer, Sequence[BaseTool]]]) -> list[BaseTool]:
+        """Every tool, the MCP servers' `listed` among them, named and checked."""
+        served = [(_mcp_source(server), tuple(tools)) for server, tools in listed]
+        return _named(self.options, [*self.imported, *served, *self.workspace])
 
     @asynccontextmanager
     async def open(self, log: Path) -> AsyncIterator[list[BaseTool]]:
@@ -119,15 +127,7 @@ class PreparedTools:
         with errlog:
             servers = RunServers(self.servers, errlog=errlog, timeout=MCP_TIMEOUT_S)
             try:
-                started = await servers.start()
-                yield _named(
-                    self.options,
-                    [
-                        *self.imported,
-                        *((_mcp_source(server), tuple(tools)) for server, tools in started),
-                        *self.workspace,
-                    ],
-                )
+                yield self._with(await servers.start())
             finally:
                 await servers.aclose()
 
@@ -137,7 +137,7 @@ async def prepare_tools(options: ToolOptions) -> PreparedTools:
     workspace checked, the MCP servers' file read; no server is started."""
     imported = [await _imported(spec, options.import_root) for spec in options.imports]
     servers = mcp_servers.read_servers(options.mcp_config) if options.mcp_config else []
-    workspace: list[tuple[_Source, tuple[BaseTool, ...]]] = []
+    workspace: list[_Sourced] = []
     if options.workspace:
         from agentic_loop.step_tools.workspace import workspace_tools
 
@@ -159,15 +159,7 @@ async def load_tools(options: ToolOptions) -> list[BaseTool]:
     workspace's file tools. Each MCP server is given `MCP_TIMEOUT_S` to start and list
     its tools, and each call of one of its tools opens a session of its own."""
     prepared = await prepare_tools(options)
-    listed = await per_call_tools(prepared.servers, timeout=MCP_TIMEOUT_S)
-    return _named(
-        options,
-        [
-            *prepared.imported,
-            *((_mcp_source(server), tuple(tools)) for server, tools in listed),
-            *prepared.workspace,
-        ],
-    )
+    return prepared._with(await per_call_tools(prepared.servers, timeout=MCP_TIMEOUT_S))
 
 
 def _named(
@@ -233,7 +225,7 @@ def _check_prefix(source: _Source) -> None:
         )
 
 
-async def _imported(spec: str, root: str | None) -> tuple[_Source, tuple[BaseTool, ...]]:
+async def _imported(spec: str, root: str | None) -> _Sourced:
     """The tools `--tools [PREFIX=]module:attribute` names, with their source."""
     prefix, _, bare = spec.rpartition("=")
     source = _Source(spec, f"--tools PREFIX={bare}", prefix)
@@ -312,5 +304,6 @@ def _as_tool(spec: str, item: Any) -> BaseTool:
 
 
 def _mcp_connections(config: str) -> dict[str, Any]:
-    """Each server of the file at `config` by name: the adapter's connection for it."""
+    """Each server of the file at `config` by name: the adapter's connection for it (what
+    the tests of the file's format read)."""
     return {server.name: server.connection for server in mcp_servers.read_servers(config)}

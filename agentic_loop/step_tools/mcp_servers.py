@@ -407,26 +407,35 @@ class _Link:
     async def call(self, name: str, args: dict[str, Any]) -> CallToolResult:
         """The tool's result; `_Stopped` if the server stopped before it answered.
 
-        A request sent while the session's receive loop runs is answered, or failed with
-        "Connection closed" when that loop ends; and it ends only after `stopped` is set
-        (the relay sets it before it passes the end on), or when the session closes. So
-        checking `stopped` first leaves no request waiting for ever."""
-        from anyio import BrokenResourceError, ClosedResourceError
+        The call waits for the server's answer or its stop, whichever comes first: when a
+        session is torn down (its server stopped, its transport failed), the MCP SDK's
+        "Connection closed" to the requests still waiting may be cancelled with it, and
+        they would wait for ever."""
         from mcp.shared.exceptions import McpError
         from mcp.types import CONNECTION_CLOSED
 
         if self._session is None or self.stopped.is_set():
             raise _Stopped
+        call = asyncio.ensure_future(self._session.call_tool(name, args))
+        stop = asyncio.ensure_future(self.stopped.wait())
         try:
-            return await self._session.call_tool(name, args)
-        except (McpError, BrokenResourceError, ClosedResourceError) as error:
-            closed = not isinstance(error, McpError) or (
-                error.error.code == CONNECTION_CLOSED
-                and error.error.message == "Connection closed"  # the SDK's own, not the server's
-            )
-            if closed or self.stopped.is_set():
-                raise _Stopped from error
-            raise
+            await asyncio.wait((call, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not call.done():  # the server stopped first, or this call was cancelled
+                call.cancel()
+        if not call.done() or call.cancelled():
+            raise _Stopped
+        error = call.exception()
+        if error is None:
+            return call.result()
+        if self.stopped.is_set() or (
+            isinstance(error, McpError)
+            and error.error.code == CONNECTION_CLOSED
+            and error.error.message == "Connection closed"  # the SDK's own, not the server's
+        ):
+            raise _Stopped from error
+        raise error
 
     async def close(self) -> None:
         """Leave the session; a stdio server's input is closed, and it is stopped if it has

@@ -1,4 +1,7 @@
-"""`approve_tools`: pause so a person can approve, edit or reject tool calls before they run."""
+"""`approve_tools`: pause so a person can approve, edit or reject tool calls before they run.
+
+How a call is asked about (`approval_request`, `ask`) serves `call_tool` too, which asks
+whether to run again a call that was cut off when its run stopped."""
 
 from __future__ import annotations
 
