@@ -45,6 +45,7 @@ from agentic_loop.core.started_calls import StartedCall, call_record, cut_off_ac
 from agentic_loop.faces.terminal import CUT_OFF_NOTES
 from agentic_loop.faces.web import create_app
 from agentic_loop.runs.call_store import call_store
+from agentic_loop.runs.records import load_run
 from agentic_loop.runs.service import BadAnswer, Hooks, RunRequest, RunService
 from agentic_loop.runs.store import open_store
 from agentic_loop.runs.streaming import stream_run
@@ -398,6 +399,8 @@ async def test_the_service_asks_about_a_cut_off_call_and_takes_its_answer(
         [question] = waiting.waiting
         assert question.kind == "tool_approval" and question.request["cut_off"] is True
         assert (await service.run("svc")).status == "awaiting approval"
+        stored = await load_run(service.saver, "svc")  # one rule, read without the service
+        assert stored is not None and stored.status == "awaiting approval"
         with pytest.raises(BadAnswer, match="runs again as it was"):
             await service.answer("svc", {question.id: {"action": "edit", "args": {}}})
         done = await service.answer("svc", {question.id: {"action": "reject", "reason": "no"}})

@@ -415,10 +415,22 @@ def show(
         bool,
         typer.Option("--history", help="List the run's checkpoints, on every branch."),
     ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="FILE",
+            help="Write the run's recording (every model call, tool call and event) to FILE "
+            "as JSON, for `agentic-loop replay FILE`.",
+        ),
+    ] = None,
 ) -> None:
     """Print one stored run: its task, status, steps and results."""
     from agentic_loop.faces.terminal import print_run
 
+    if export is not None:
+        _export(thread_id, db, export)
+        return
     if history:
         _show_history(thread_id, db, json_out)
         return
@@ -443,6 +455,56 @@ def show(
 
         log = mcp_log_path(_location(db), stored.thread_id)
         console().print(f"\nMCP servers' stderr: {log}", highlight=False, markup=False)
+
+
+@app.command()
+def replay(
+    run: Annotated[
+        str,
+        typer.Argument(help="A stored run's thread id, or a recording file (show --export)."),
+    ],
+    db: DbOption = None,
+) -> None:
+    """Run a stored run again through the current graph, its model and tools answering from
+    its recording (no model or tool is called), and say whether it does the same."""
+    from agentic_loop.runs.recordings import BadRecording, Recording
+    from agentic_loop.runs.replay import replay as replay_run
+
+    if Path(run).is_file():
+        try:
+            recording = Recording.read(run)
+        except BadRecording as exc:
+            _fail(str(exc))
+    else:
+        recording = _recording(run, db)
+    report = asyncio.run(replay_run(recording))
+    console().print(visible(report.describe()), highlight=False, markup=False)
+    if not report.same:
+        raise typer.Exit(1)
+
+
+def _recording(thread_id: str, db: str | None) -> Any:
+    """The stored run's recording, or one line and exit 2."""
+    from agentic_loop.runs.recordings import NotRecorded
+
+    try:
+        return _with_service(db, lambda service: service.recording(thread_id))
+    except NotRecorded as exc:
+        _fail(str(exc))
+
+
+def _export(thread_id: str, db: str | None, path: Path) -> None:
+    recording = _recording(thread_id, db)
+    try:
+        recording.write(path)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+    entries = len(recording.entries)
+    console().print(
+        f"Wrote the recording of {thread_id} ({entries} entries) to {path}.",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

@@ -149,6 +149,8 @@ async def load_run(saver: BaseCheckpointSaver[Any], thread_id: str) -> StoredRun
         waiting = "review"
     elif result is None and _waits_for_approval(values, options.approve_tools):
         waiting = "approval"
+    elif result is None:
+        waiting = _asked_in_a_node(found.pending_writes)
     return StoredRun(
         thread_id=thread_id,
         task=values.get("task", ""),
@@ -205,6 +207,24 @@ def _misfit(values: dict[str, Any]) -> str | None:
                 return (
                     f"one of its {channel} is stored as {type(item).__name__}, not {kind.__name__}"
                 )
+    return None
+
+
+INTERRUPT_CHANNEL = "__interrupt__"
+"""The channel of a checkpoint's pending writes that holds the questions a node asked with
+`interrupt()` (LangGraph's name for it, as in its streams)."""
+
+
+def _asked_in_a_node(pending_writes: Any) -> Literal["review", "approval"] | None:
+    """What a question asked inside a node waits for, which the state cannot show (a tool
+    call cut off when the run stopped, asked about again in `call_tool`), or None."""
+    for _, channel, value in pending_writes or ():
+        if channel != INTERRUPT_CHANNEL:
+            continue
+        for asked in value if isinstance(value, list | tuple) else [value]:
+            payload = getattr(asked, "value", None)
+            if isinstance(payload, dict):
+                return "review" if payload.get("kind") == "plan_review" else "approval"
     return None
 
 

@@ -19,15 +19,19 @@ from __future__ import annotations
 import difflib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackManager,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
@@ -113,6 +117,8 @@ class RecordedChatModel(BaseChatModel):
     _used: dict[tuple[str, int | None], int] = PrivateAttr(default_factory=dict)
     answered: int = 0
     """How many calls it has answered."""
+    first_divergence: ReplayDiverged | None = None
+    """The first request that differed from the recording, if one did."""
 
     def model_post_init(self, context: Any) -> None:
         calls: dict[tuple[str, int | None], list[dict[str, Any]]] = defaultdict(list)
@@ -135,7 +141,8 @@ class RecordedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         metadata = run_manager.metadata if run_manager is not None else {}
-        return self._answer(messages, metadata, kwargs)
+        reply = self._answer(messages, metadata, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
 
     async def _agenerate(
         self,
@@ -145,18 +152,45 @@ class RecordedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         metadata = run_manager.metadata if run_manager is not None else {}
-        return self._answer(messages, metadata, kwargs)
+        reply = self._answer(messages, metadata, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        """The call's stream, told the call's metadata (its node and step), which LangChain
+        gives `_agenerate` but not `_astream`: the run's metadata as its callbacks carry it
+        (the node's), with the call's own (`step_num`) over it."""
+        config = ensure_config(config)
+        callbacks = config.get("callbacks")
+        metadata = dict(callbacks.metadata) if isinstance(callbacks, BaseCallbackManager) else {}
+        metadata.update(config.get("metadata") or {})
+        return super().astream(input, config, **kwargs, _call_metadata=metadata)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The recorded reply as one chunk. The loop streams its calls, and a stream lets a
+        `ReplayDiverged` through as it is (a `BaseException` is not an error `agenerate`
+        can gather)."""
+        metadata = kwargs.pop("_call_metadata", None) or {}
+        reply = self._answer(messages, metadata, kwargs)
+        yield ChatGenerationChunk(message=_as_chunk(reply))
 
     def _answer(
         self, messages: list[BaseMessage], metadata: dict[str, Any], kwargs: dict[str, Any]
-    ) -> ChatResult:
+    ) -> AIMessage:
         node, step = str(metadata.get("langgraph_node", "")), metadata.get("step_num")
         key = (node, step)
         at = self._used.get(key, 0)
         recorded = self._calls.get(key, [])
         asked = request_lines(messages, kwargs.get("tools") or [], kwargs.get("format"))
         if at >= len(recorded):
-            raise ReplayDiverged(
+            raise self._diverged(
                 node, step, f"model call {at + 1} was not recorded", unified([], asked)
             )
         entry = recorded[at]
@@ -168,7 +202,7 @@ class RecordedChatModel(BaseChatModel):
             request.get("format"),
         )
         if asked != expected:
-            raise ReplayDiverged(
+            raise self._diverged(
                 node, step, f"model call {at + 1} differs from the recorded one",
                 unified(expected, asked),
             )  # fmt: skip
@@ -176,11 +210,39 @@ class RecordedChatModel(BaseChatModel):
         if entry.get("reply") is None:
             raise _recorded_error(entry.get("error") or {})
         reply = load_message(entry["reply"])
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+        assert isinstance(reply, AIMessage), "a model's recorded reply is an AI message"
+        return reply
+
+    def _diverged(self, *args: Any) -> ReplayDiverged:
+        """The divergence, kept as the first if it is (in case something caught it)."""
+        diverged = ReplayDiverged(*args)
+        if self.first_divergence is None:
+            self.first_divergence = diverged
+        return diverged
 
     def left(self) -> int:
         """How many recorded calls were not asked for."""
         return sum(len(calls) - self._used.get(key, 0) for key, calls in self._calls.items())
+
+
+def _as_chunk(message: AIMessage) -> AIMessageChunk:
+    return AIMessageChunk(
+        content=message.content,
+        id=message.id,
+        response_metadata=message.response_metadata,
+        usage_metadata=message.usage_metadata,
+        additional_kwargs=message.additional_kwargs,
+        tool_call_chunks=[
+            {
+                "name": call["name"],
+                "args": json.dumps(call["args"]),
+                "id": call["id"],
+                "index": index,
+                "type": "tool_call_chunk",
+            }
+            for index, call in enumerate(message.tool_calls)
+        ],
+    )
 
 
 def _recorded_error(error: dict[str, Any]) -> Exception:
@@ -389,6 +451,7 @@ async def replay(recording: Recording) -> ReplayReport:
     except ReplayDiverged as exc:
         report.diverged = exc
     finally:
+        report.diverged = report.diverged or model.first_divergence
         report.model_calls = model.answered
         report.tool_calls = tools[0].answered[0] if tools else 0  # type: ignore[attr-defined]
     if report.diverged is not None:

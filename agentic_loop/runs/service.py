@@ -343,16 +343,7 @@ class RunService:
             return stored
         here = self.is_running(stored.thread_id)
         holder = None if here else await self.holder(stored.thread_id)
-        seen = stored.seen_running(here=here, holder=holder)
-        if seen.status == "interrupted" and (asked := await self.questions(seen.thread_id)):
-            # Asked inside a node, which the stored state cannot show: a tool call cut off
-            # when the run stopped, asked about again (`core.nodes.call_tool`).
-            kinds = {question.kind for question in asked}
-            waiting: Literal["review", "approval"] = (
-                "approval" if "tool_approval" in kinds else "review"
-            )
-            seen = dataclasses.replace(seen, waiting=waiting)
-        return seen
+        return stored.seen_running(here=here, holder=holder)
 
     async def recording(self, thread_id: str) -> Recording:
         """The run's recording (see `runs.recordings`), for `replay` and `--export`;
