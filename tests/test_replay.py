@@ -229,3 +229,104 @@ def test_a_changed_recording_fails_the_users_test_with_the_diff(notes: Path) -> 
     example["RUN"] = str(path)
     with pytest.raises(ReplayDiverged, match="node answer"):
         asyncio.run(example["test_my_graph_on_a_recorded_run"]())
+
+
+def test_a_prompt_edited_in_the_code_stops_the_replay_at_the_first_step_asked(
+    notes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after editing a prompt or upgrading: the recording is as it was, the code is not."""
+    import dataclasses
+
+    from agentic_loop.core import prompts
+    from agentic_loop.testing import replay
+
+    db = str(notes / "runs.sqlite")
+    record(notes, db, "rec")
+    path = notes / "run.json"
+    assert offline_cli("show", "rec", "--db", db, "--export", str(path)).returncode == 0
+    assert asyncio.run(replay(path)).same  # unchanged code: the same run
+
+    # Every step of this run may call tools, so each is asked with `tools_ask`.
+    edited = dataclasses.replace(prompts.CAPABLE, tools_ask="Do this step now, in one line.")
+    monkeypatch.setitem(prompts.PROMPT_SETS, "capable", edited)
+    report = asyncio.run(replay(path))
+    assert report.diverged is not None and not report.same
+    assert (report.diverged.node, report.diverged.step) in {("execute", 1), ("execute", 2)}
+    assert "+Do this step now, in one line." in report.diverged.diff
+    assert "-Do this step now. You may call these tools: note." in report.diverged.diff
+
+
+def test_a_run_killed_and_resumed_replays_as_it_ended(tmp_path: Path) -> None:
+    """The recording of a run SIGKILLed while step 2 waited for the model, then resumed,
+    holds step 2's call twice; the replay takes the one whose reply the run kept."""
+    import signal
+    import threading
+
+    from conftest import spawn_cli, wait_until
+
+    arrived, release = threading.Event(), threading.Event()
+    plan = {
+        "steps": [
+            {
+                "id": n,
+                "description": f"Part {n} of the trip",
+                "depends_on": [n - 1] if n > 1 else [],
+            }
+            for n in (1, 2, 3)
+        ]
+    }
+
+    def reply(request: dict[str, Any]) -> Reply:
+        if request.get("format"):
+            return Reply(json.dumps(plan))
+        step = step_in(request)
+        if step == 2 and not arrived.is_set():
+            arrived.set()
+            return Reply("never seen", hold=release)
+        return Reply(f"Did part {step}." if step else "The trip is planned.")
+
+    db = str(tmp_path / "runs.sqlite")
+    with OllamaTestServer(reply) as server:
+        proc = spawn_cli("run", "Plan a trip", "--db", db, "--thread", "k", host=server.url)
+        try:
+            wait_until(arrived.is_set, what="step 2's call", timeout=60)
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=10)
+        finally:
+            release.set()
+            proc.kill()
+        done = run_cli("resume", "k", "--db", db, "--json", host=server.url)
+        assert done.returncode == 0, done.stderr
+    assert [s["result"] for s in json.loads(done.stdout)["steps"]] == [
+        f"Did part {n}." for n in (1, 2, 3)
+    ]
+    replayed = offline_cli("replay", "k", "--db", db)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "same steps, answer and events" in replayed.stdout
+
+
+def test_a_run_run_again_from_a_step_is_refused_in_one_line(tmp_path: Path) -> None:
+    plan = {
+        "steps": [
+            {"id": n, "description": f"Part {n}", "depends_on": [n - 1] if n > 1 else []}
+            for n in (1, 2)
+        ]
+    }
+
+    def reply(request: dict[str, Any]) -> Reply:
+        if request.get("format"):
+            return Reply(json.dumps(plan))
+        step = step_in(request)
+        return Reply(f"Did part {step}." if step else "Done.")
+
+    db = str(tmp_path / "runs.sqlite")
+    with OllamaTestServer(reply) as server:
+        assert run_cli("run", "T", "--db", db, "--thread", "k", host=server.url).returncode == 0
+        again = run_cli("resume", "k", "--from-step", "2", "--db", db, host=server.url)
+        assert again.returncode == 0, again.stderr
+    replayed = offline_cli("replay", "k", "--db", db)
+    assert replayed.returncode == 2
+    assert replayed.stderr.strip() == (
+        "error: run 'k' was run again from step 2: a run with more than one branch cannot "
+        "be replayed yet"
+    )

@@ -477,7 +477,10 @@ def replay(
             _fail(str(exc))
     else:
         recording = _recording(run, db)
-    report = asyncio.run(replay_run(recording))
+    try:
+        report = asyncio.run(replay_run(recording))
+    except BadRecording as exc:
+        _fail(str(exc))
     console().print(visible(report.describe()), highlight=False, markup=False)
     if not report.same:
         raise typer.Exit(1)

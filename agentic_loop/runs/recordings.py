@@ -118,9 +118,10 @@ class _Call:
 
 
 class Recorder(AsyncCallbackHandler):
-    """Hears a run's model calls, tool calls and progress events and stores each as it
-    ends. A failure to store one is logged (LangChain's handling of a handler's error): it
-    never stops the run, whose recording then lacks that entry."""
+    """Hears a run's model calls, tool calls and progress events, and stores what a node
+    did when the node ends (`on_chain_end`), in one transaction, before LangGraph stores
+    the node's writes. A store that fails (the database went away) is logged once at debug
+    level and stops the recording: it never stops the run, nor speaks on the terminal."""
 
     def __init__(self, saver: BaseCheckpointSaver[Any], thread_id: str) -> None:
         self.table = _table_of(saver)
@@ -128,9 +129,27 @@ class Recorder(AsyncCallbackHandler):
         self._calls: dict[UUID, _Call] = {}
         self._tools: dict[UUID, dict[str, Any]] = {}
         self._counts: dict[tuple[str, str], int] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._failed = False
 
     async def add(self, kind: EntryKind, **body: Any) -> None:
-        await self.table.add(self.thread_id, {"kind": kind, **_json_safe(body)})
+        """Keep an entry, to be stored at the next `flush`."""
+        self._pending.append({"kind": kind, **_json_safe(body)})
+
+    async def flush(self) -> None:
+        """Store the entries kept so far."""
+        pending, self._pending = self._pending, []
+        if not pending or self._failed:
+            return
+        try:
+            await self.table.add(self.thread_id, pending)
+        except Exception as exc:  # the run goes on unrecorded; its own errors say the rest
+            self._failed = True
+            logger.debug("Recording of run %r stopped: %s", self.thread_id, exc)
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if self._pending:
+            await self.flush()
 
     def _place(self, kind: str, metadata: Mapping[str, Any] | None) -> tuple[str, int]:
         """The LangGraph task the callback came from, and how many of `kind` it made before."""
@@ -292,6 +311,19 @@ class Recording:
         """The first start of the run (its input and the model's traits), or {}."""
         return next((e for e in self.entries if e["kind"] == "start"), {})
 
+    def check_one_branch(self) -> None:
+        """`BadRecording` if the run was run again from a step or from planning (`resume
+        --from-step`, `--replan`): its recording then holds two branches, and replay
+        cannot tell which calls belong to the one that stands."""
+        for entry in self.entries:
+            if entry["kind"] == "start" and entry.get("rerun_from") is not None:
+                again = entry["rerun_from"]
+                where = "planning" if again == "planning" else f"step {again}"
+                raise BadRecording(
+                    f"run {self.thread_id!r} was run again from {where}: a run with more "
+                    "than one branch cannot be replayed yet"
+                )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -358,7 +390,8 @@ async def read_entries(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[
 
 
 class _Table:
-    async def add(self, thread_id: str, body: dict[str, Any]) -> None:
+    async def add(self, thread_id: str, bodies: Sequence[dict[str, Any]]) -> None:
+        """Store `bodies` after the thread's rows, in one transaction."""
         raise NotImplementedError
 
     async def read(self, thread_id: str) -> list[dict[str, Any]]:
@@ -389,13 +422,12 @@ _MADE: weakref.WeakSet[BaseCheckpointSaver[Any]] = weakref.WeakSet()
 
 
 class _SqliteTable(_Table):
-    """On the saver's own connection, in turn with its queries (its lock); each row in a
-    transaction of its own."""
+    """On the saver's own connection, in turn with its queries (its lock)."""
 
     def __init__(self, saver: AsyncSqliteSaver) -> None:
         self.saver = saver
 
-    async def add(self, thread_id: str, body: dict[str, Any]) -> None:
+    async def add(self, thread_id: str, bodies: Sequence[dict[str, Any]]) -> None:
         conn = self.saver.conn
         async with self.saver.lock:
             if self.saver not in _MADE:
@@ -406,12 +438,13 @@ class _SqliteTable(_Table):
                 _MADE.add(self.saver)
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                await conn.execute(
-                    f"INSERT INTO {RECORDING_TABLE} (thread_id, seq, body) VALUES (?, "
-                    f"(SELECT coalesce(max(seq), 0) + 1 FROM {RECORDING_TABLE} "
-                    "WHERE thread_id = ?), ?)",
-                    (thread_id, thread_id, json.dumps(body)),
-                )
+                for body in bodies:
+                    await conn.execute(
+                        f"INSERT INTO {RECORDING_TABLE} (thread_id, seq, body) VALUES (?, "
+                        f"(SELECT coalesce(max(seq), 0) + 1 FROM {RECORDING_TABLE} "
+                        "WHERE thread_id = ?), ?)",
+                        (thread_id, thread_id, json.dumps(body)),
+                    )
                 await conn.commit()
             except BaseException:
                 await conn.rollback()
@@ -428,12 +461,12 @@ class _SqliteTable(_Table):
 
 
 class _PostgresTable(_Table):
-    """On a connection of the saver's pool; each row commits on its own."""
+    """On a connection of the saver's pool."""
 
     def __init__(self, saver: AsyncPostgresSaver) -> None:
         self.saver = saver
 
-    async def add(self, thread_id: str, body: dict[str, Any]) -> None:
+    async def add(self, thread_id: str, bodies: Sequence[dict[str, Any]]) -> None:
         import psycopg
 
         async with postgres_connection(self.saver) as conn:
@@ -447,12 +480,14 @@ class _PostgresTable(_Table):
                 except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
                     pass  # another process made it at the same moment
                 _MADE.add(self.saver)
-            await conn.execute(
-                f"INSERT INTO {RECORDING_TABLE} (thread_id, seq, body) VALUES (%(thread)s, "
-                f"(SELECT coalesce(max(seq), 0) + 1 FROM {RECORDING_TABLE} "
-                "WHERE thread_id = %(thread)s), %(body)s)",
-                {"thread": thread_id, "body": json.dumps(body)},
-            )
+            async with conn.transaction():
+                for body in bodies:
+                    await conn.execute(
+                        f"INSERT INTO {RECORDING_TABLE} (thread_id, seq, body) VALUES "
+                        f"(%(thread)s, (SELECT coalesce(max(seq), 0) + 1 FROM "
+                        f"{RECORDING_TABLE} WHERE thread_id = %(thread)s), %(body)s)",
+                        {"thread": thread_id, "body": json.dumps(body)},
+                    )
 
     async def read(self, thread_id: str) -> list[dict[str, Any]]:
         async with postgres_connection(self.saver) as conn:

@@ -424,7 +424,9 @@ class _Events:
 
 async def replay(recording: Recording) -> ReplayReport:
     """Run the recorded run again through the current graph, answered from the recording,
-    and compare what it does with what the recording holds."""
+    and compare what it does with what the recording holds. `BadRecording` for a run that
+    was run again from a step (see `Recording.check_one_branch`)."""
+    recording.check_one_branch()
     tools = recorded_tools(recording)
     model = recorded_model(recording)
     graph = create_agentic_loop(

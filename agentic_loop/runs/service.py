@@ -655,6 +655,7 @@ class RunService:
                 told = hooks.starting(starting)
                 if told is not None:
                     await told
+            recorder: Recorder | None = None
             if recordable(self.saver):
                 recorder = Recorder(self.saver, thread_id)
                 await recorder.add(
@@ -662,9 +663,11 @@ class RunService:
                     input=graph_input if isinstance(graph_input, dict) else None,
                     model=options.model or "",
                     traits=None if loop.model is None else model_traits(loop.model, options),
+                    rerun_from=rerun_from,
                 )
                 for request, given in answered or ():
                     await recorder.add("answer", request=request, answer=given)
+                await recorder.flush()
                 config = with_recorder(config, recorder)
                 hooks = dataclasses.replace(
                     hooks,
@@ -684,6 +687,9 @@ class RunService:
                 )
             except AwaitingAnswer:
                 return Outcome(thread_id, None, waiting=await self.questions(thread_id))
+            finally:
+                if recorder is not None:  # what the last node did, and answers given
+                    await recorder.flush()
             return Outcome(thread_id, result)
 
     async def _loop_for(self, options: LoopOptions) -> tuple[_Loop, LoopOptions]:
