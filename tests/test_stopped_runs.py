@@ -178,7 +178,7 @@ def stored_steps(db: Path, thread: str) -> list[str] | None:
     """The descriptions of a stored run's finished steps; None if the store has no run."""
 
     async def look() -> list[str] | None:
-        if not db.exists():
+        if not db.exists() or db.stat().st_size == 0:  # killed as it made the file
             return None
         async with open_store(db, read_only=True) as saver:
             stored = await load_run(saver, thread)

@@ -62,8 +62,8 @@ async def emit(runtime: Writes, event: ProgressEvent) -> None:
     reaches `astream_events` as `on_custom_event`."""
     from langchain_core.callbacks import adispatch_custom_event
 
-    runtime.stream_writer(event)
     await adispatch_custom_event(event["event"], event["data"])
+    runtime.stream_writer(event)
 
 
 PREVIEW_CHARS: Final = 200

@@ -22,6 +22,7 @@ after the old one; `replay` does not tell the branches apart (see the README).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 from uuid import UUID
 
-from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -117,11 +118,16 @@ class _Call:
     request: dict[str, Any]
 
 
-class Recorder(AsyncCallbackHandler):
-    """Hears a run's model calls, tool calls and progress events, and stores what a node
-    did when the node ends (`on_chain_end`), in one transaction, before LangGraph stores
-    the node's writes. A store that fails (the database went away) is logged once at debug
-    level and stops the recording: it never stops the run, nor speaks on the terminal."""
+class Recorder(BaseCallbackHandler):
+    """Hears a run's model calls, tool calls and progress events, and stores them as they
+    come, a batch at a time, from a writer task of its own. Its callbacks run inline and
+    never wait: an async handler would let a stopped run cancel a node's task between its
+    own writes and those of its router, and LangGraph would keep the first without the
+    second (the next steps' `Send`s), leaving a run that resumes to nothing. A store that
+    fails (the database went away) is logged once at debug level and stops the recording:
+    it never stops the run, nor speaks on the terminal. `flush` stores what is left."""
+
+    run_inline = True
 
     def __init__(self, saver: BaseCheckpointSaver[Any], thread_id: str) -> None:
         self.table = _table_of(saver)
@@ -130,26 +136,32 @@ class Recorder(AsyncCallbackHandler):
         self._tools: dict[UUID, dict[str, Any]] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._pending: list[dict[str, Any]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._failed = False
 
-    async def add(self, kind: EntryKind, **body: Any) -> None:
-        """Keep an entry, to be stored at the next `flush`."""
+    def add(self, kind: EntryKind, **body: Any) -> None:
+        """Keep an entry, and have the writer store it."""
         self._pending.append({"kind": kind, **_json_safe(body)})
+        if self._writer is None or self._writer.done():
+            try:
+                self._writer = asyncio.get_running_loop().create_task(self._write())
+            except RuntimeError:  # heard outside the event loop's thread: `flush` stores it
+                pass
+
+    async def _write(self) -> None:
+        while self._pending and not self._failed:
+            batch, self._pending = self._pending, []
+            try:
+                await self.table.add(self.thread_id, batch)
+            except Exception as exc:  # the run goes on unrecorded; its own errors say the rest
+                self._failed = True
+                logger.debug("Recording of run %r stopped: %s", self.thread_id, exc)
 
     async def flush(self) -> None:
-        """Store the entries kept so far."""
-        pending, self._pending = self._pending, []
-        if not pending or self._failed:
-            return
-        try:
-            await self.table.add(self.thread_id, pending)
-        except Exception as exc:  # the run goes on unrecorded; its own errors say the rest
-            self._failed = True
-            logger.debug("Recording of run %r stopped: %s", self.thread_id, exc)
-
-    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if self._pending:
-            await self.flush()
+        """Wait until every entry kept so far is stored (or the recording stopped)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        await self._write()
 
     def _place(self, kind: str, metadata: Mapping[str, Any] | None) -> tuple[str, int]:
         """The LangGraph task the callback came from, and how many of `kind` it made before."""
@@ -158,7 +170,7 @@ class Recorder(AsyncCallbackHandler):
         self._counts[(kind, task)] = index + 1
         return task, index
 
-    async def on_chat_model_start(
+    def on_chat_model_start(
         self,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
@@ -183,12 +195,12 @@ class Recorder(AsyncCallbackHandler):
             },
         )
 
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._calls.pop(run_id, None)
         if call is not None:
-            await self._model(call, reply=_reply_of(response), error=None)
+            self._model(call, reply=_reply_of(response), error=None)
 
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._calls.pop(run_id, None)
         if call is None:
             return
@@ -196,14 +208,14 @@ class Recorder(AsyncCallbackHandler):
         reply = _reply_of(response) if isinstance(response, LLMResult) else None
         if reply is not None and (reply["data"].get("content") or reply["data"].get("tool_calls")):
             # A reply the loop stopped reading at its length cap: what came is the reply.
-            await self._model(call, reply=reply, error=None)
+            self._model(call, reply=reply, error=None)
         else:
-            await self._model(call, reply=None, error=_error(error))
+            self._model(call, reply=None, error=_error(error))
 
-    async def _model(
+    def _model(
         self, call: _Call, *, reply: dict[str, Any] | None, error: dict[str, str] | None
     ) -> None:
-        await self.add(
+        self.add(
             "model",
             node=call.node,
             step=call.step,
@@ -214,7 +226,7 @@ class Recorder(AsyncCallbackHandler):
             error=error,
         )
 
-    async def on_tool_start(
+    def on_tool_start(
         self,
         serialized: dict[str, Any],
         input_str: str,
@@ -232,21 +244,21 @@ class Recorder(AsyncCallbackHandler):
             "args": inputs if inputs is not None else input_str,
         }
 
-    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._tools.pop(run_id, None)
         if call is None:
             return
         if isinstance(output, BaseMessage):
-            await self.add("tool", **call, output=dump_message(output), error=None)
+            self.add("tool", **call, output=dump_message(output), error=None)
         else:
-            await self.add("tool", **call, output={"content": str(output)}, error=None)
+            self.add("tool", **call, output={"content": str(output)}, error=None)
 
-    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._tools.pop(run_id, None)
         if call is not None:
-            await self.add("tool", **call, output=None, error=_error(error))
+            self.add("tool", **call, output=None, error=_error(error))
 
-    async def on_custom_event(
+    def on_custom_event(
         self,
         name: str,
         data: Any,
@@ -258,7 +270,7 @@ class Recorder(AsyncCallbackHandler):
     ) -> None:
         if name in NAMES:
             task, index = self._place("event", metadata)
-            await self.add("event", name=name, data=data, task=task, index=index)
+            self.add("event", name=name, data=data, task=task, index=index)
 
 
 def _reply_of(response: LLMResult) -> dict[str, Any] | None:
@@ -525,7 +537,7 @@ def answering(recorder: Recorder, handler: Handler | None) -> Handler | None:
     async def answer(request: dict[str, Any]) -> Any:
         given = handler(request)
         given = await given if inspect.isawaitable(given) else given
-        await recorder.add("answer", request=request, answer=given)
+        recorder.add("answer", request=request, answer=given)
         return given
 
     return answer

@@ -658,7 +658,7 @@ class RunService:
             recorder: Recorder | None = None
             if recordable(self.saver):
                 recorder = Recorder(self.saver, thread_id)
-                await recorder.add(
+                recorder.add(
                     "start",
                     input=graph_input if isinstance(graph_input, dict) else None,
                     model=options.model or "",
@@ -666,7 +666,7 @@ class RunService:
                     rerun_from=rerun_from,
                 )
                 for request, given in answered or ():
-                    await recorder.add("answer", request=request, answer=given)
+                    recorder.add("answer", request=request, answer=given)
                 await recorder.flush()
                 config = with_recorder(config, recorder)
                 hooks = dataclasses.replace(

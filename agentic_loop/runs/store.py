@@ -224,12 +224,21 @@ async def _open_sqlite(
         raise
 
 
+def no_store_at(location: str | Path) -> bool:
+    """Whether `location` (from `store_location`: a `Path` is SQLite's) names a SQLite store
+    not made yet: no file, or an empty one (a process stopped as it made it; SQLite writes
+    its header before anything is stored)."""
+    if not isinstance(location, Path):
+        return False
+    return not location.exists() or (location.is_file() and location.stat().st_size == 0)
+
+
 async def _check_sqlite(path: Path, *, read_only: bool, create: bool = True) -> None:
     """Refuse a folder, a file that is not SQLite, another program's database or a damaged
     store; and a missing store (or an empty file) when reading, or not to `create` it."""
     if path.is_dir():
         raise StoreError(f"{path} is a folder; pass a file path with --db")
-    has_data = path.exists() and path.stat().st_size > 0
+    has_data = not no_store_at(path)
     if (read_only or not create) and not has_data:
         raise _no_store(path)
     if has_data:
