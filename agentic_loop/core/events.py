@@ -61,8 +61,12 @@ async def emit(runtime: Writes, event: ProgressEvent) -> None:
     after it (payload: its data) to whoever watches the run's callbacks, which is how it
     reaches `astream_events` as `on_custom_event`."""
     from langchain_core.callbacks import adispatch_custom_event
+    from langgraph.config import get_config
 
-    await adispatch_custom_event(event["event"], event["data"])
+    callbacks: Any = get_config().get("callbacks")
+    handlers: list[Any] = list(getattr(callbacks, "handlers", callbacks) or [])
+    if any(not handler.ignore_custom_event for handler in handlers):  # else it costs for nothing
+        await adispatch_custom_event(event["event"], event["data"])
     runtime.stream_writer(event)
 
 
