@@ -431,7 +431,7 @@ async def test_tool_names_must_be_unique_across_sources(tool_folder):
 
     assert str(refused.value) == (
         "two tools are named 'add' (sample_tools:TOOLS and MCP server 'test'); leave one of "
-        "them out, or give one a prefix: \"toolPrefix\": \"PREFIX\" for MCP server 'test' "
+        'them out, or give one a prefix: "toolPrefix": "PREFIX" for MCP server \'test\' '
         f"in {path}, or --tools PREFIX=sample_tools:TOOLS"
     )
 
