@@ -106,16 +106,7 @@ READING = [
 ]
 
 
-def test_listing_a_missing_store_lists_nothing_and_makes_nothing(
-    tmp_path: Path, server: OllamaTestServer
-) -> None:
-    db = tmp_path / "runs.sqlite"
-    done = run_cli("runs", "--db", str(db), host=server.url)
-    assert (done.returncode, done.stdout, done.stderr) == (0, f"No stored runs in {db}.\n", "")
-    assert files_in(tmp_path) == []
-
-
-@pytest.mark.parametrize("command", [*READING[1:], ("resume", "first")], ids=" ".join)
+@pytest.mark.parametrize("command", [*READING, ("resume", "first")], ids=" ".join)
 def test_a_missing_store_is_one_line_and_is_not_made(
     command: tuple[str, ...], tmp_path: Path, server: OllamaTestServer
 ) -> None:

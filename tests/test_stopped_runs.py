@@ -272,3 +272,37 @@ def test_a_ctrl_c_while_the_cli_loads_says_nothing_was_stored(tmp_path: Path, af
     if not asked:  # stopped before the run began
         assert "Stopped before anything ran; nothing was stored." in err, err
         assert stored_steps(db, "t") is None
+
+
+async def test_a_run_stopped_between_a_step_and_its_router_carries_on(tmp_path: Path) -> None:
+    """An async callback handler lets a stop land after a step node's writes and before its
+    router's (the next steps' `Send`s); LangGraph keeps the first alone. The resume finds
+    the run stranded and carries on from `schedule`, asking no finished step again."""
+    from langchain_core.callbacks import AsyncCallbackHandler
+
+    class Yielding(AsyncCallbackHandler):
+        async def on_chain_end(self, *args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(0)
+
+    for at in range(1, len(STEPS) + 1):
+        db = tmp_path / f"stranded-{at}.sqlite"
+        calls = 0
+
+        def on_progress(label: str, step: int, total: int, at: int = at) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == at:
+                raise KeyboardInterrupt
+
+        async with open_store(db) as saver:
+            with pytest.raises(KeyboardInterrupt):
+                await run_agentic_loop(
+                    "T", model=model(), checkpointer=saver, thread_id="t",
+                    on_progress=on_progress, config={"callbacks": [Yielding()]},
+                )  # fmt: skip
+            finished = {s.description for s in (await load_run(saver, "t")).steps}  # type: ignore[union-attr]
+            second = model()
+            result = await run_agentic_loop("T", model=second, checkpointer=saver, thread_id="t")
+        assert result.status == "completed", at
+        assert [s.result for s in result.steps] == [f"did {s}" for s in STEPS], at
+        assert finished.isdisjoint(asked_steps(second)), at

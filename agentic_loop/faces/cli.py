@@ -398,11 +398,7 @@ def resume(
 def runs(db: DbOption = None) -> None:
     """List stored runs, most recent first."""
     from agentic_loop.faces.terminal import print_runs
-    from agentic_loop.runs.store import no_store_at
 
-    if no_store_at(_location(db)):  # nothing run yet; and reading makes no store
-        console().print(f"No stored runs in {_where(db)}.")
-        return
     stored = _with_service(db, lambda service: service.runs())
     if not stored:
         console().print(f"No stored runs in {_where(db)}.")

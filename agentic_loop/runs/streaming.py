@@ -72,6 +72,25 @@ def with_thread(config: RunnableConfig | None, thread_id: str) -> RunnableConfig
     return {**config, "configurable": {**config.get("configurable", {}), "thread_id": thread_id}}
 
 
+async def _carry_on_stranded(
+    graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig
+) -> bool:
+    """Whether a resume that ran nothing found the run stranded, and set it going again.
+
+    A run stopped just as a step node ended can be stored with the node's writes but not
+    its router's (the `Send`s of the next steps): LangGraph keeps what a cancelled task
+    wrote so far. Such a run has a plan, no result and nothing to run next; `schedule`,
+    whose router knows where a run stands from its state, then takes it on."""
+    if graph.checkpointer is None:
+        return False
+    state = await graph.aget_state(config)
+    values = state.values
+    if state.next or values.get("result") is not None or values.get("plan") is None:
+        return False
+    await graph.aupdate_state(config, None, as_node="schedule")
+    return True
+
+
 async def stream_run(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     graph_input: dict[str, Any] | Command[Any] | None,
@@ -84,6 +103,7 @@ async def stream_run(
     """Run (or with `graph_input=None`, resume) the graph, relaying progress as it streams,
     answering a plan review with `review` and a tool approval with `approve`. Raises
     `AwaitingAnswer` if the run pauses for one of them and its handler is missing."""
+    carried_on = False
     while True:
         result: AgenticResult | None = None
         pending: list[Interrupt] = []
@@ -112,9 +132,12 @@ async def stream_run(
         if result is not None:
             return result
         if not pending:
-            raise RuntimeError(
-                "the run stopped before its summary; resume it with the same thread_id"
-            )
+            if carried_on or graph_input is not None or not await _carry_on_stranded(graph, config):
+                raise RuntimeError(
+                    "the run stopped before its summary; resume it with the same thread_id"
+                )
+            carried_on = True
+            continue
         # Steps side by side may each wait for an answer: each is answered by its id.
         answers: dict[str, Any] = {}
         for waiting in pending:
