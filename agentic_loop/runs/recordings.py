@@ -5,7 +5,8 @@ and answer a person gave, stored as they happen beside the run's checkpoints, so
 `Recorder` is a LangChain callback handler the service attaches to every run and resume
 (`RunService._go`); each thing it hears is one row of the table `agentic_loop_recordings`
 (thread id, order, JSON body), in the same SQLite file or PostgreSQL database as the runs,
-made when first needed, and committed before the run goes on. `read_entries` reads a run's
+made when first needed, written a batch at a time by a writer task of the recorder's own
+(`Recorder.flush` waits for it when the run ends). `read_entries` reads a run's
 rows back; `Recording` is what `agentic-loop show RUN --export FILE` writes and `replay FILE`
 reads (see "Replaying a run" in the README for the format).
 
@@ -16,8 +17,9 @@ client's settings, which may hold an address or headers).
 A task run again on resume (its process was killed) records its calls again: each entry
 names its LangGraph task (`task`, the checkpoint namespace, the same on every attempt) and
 its place in it (`index`), and `latest` keeps the last attempt's, the one whose writes the
-checkpoints kept. A run re-run from a step (`resume --from-step`) records its new branch
-after the old one; `replay` does not tell the branches apart (see the README).
+checkpoints kept (a kill may leave the last batch unwritten). A run re-run from a step or
+from planning records its new branch after the old one, and `replay` refuses it
+(`Recording.check_one_branch`).
 """
 
 from __future__ import annotations
@@ -324,9 +326,10 @@ class Recording:
         return next((e for e in self.entries if e["kind"] == "start"), {})
 
     def check_one_branch(self) -> None:
-        """`BadRecording` if the run was run again from a step or from planning (`resume
-        --from-step`, `--replan`): its recording then holds two branches, and replay
-        cannot tell which calls belong to the one that stands."""
+        """`BadRecording` if the run was run again from a step (`resume --from-step`) or
+        from planning (resuming a run whose plan failed or was rejected): its recording
+        then holds two branches, and replay cannot tell which calls belong to the one
+        that stands."""
         for entry in self.entries:
             if entry["kind"] == "start" and entry.get("rerun_from") is not None:
                 again = entry["rerun_from"]
